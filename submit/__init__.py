@@ -1,1 +1,7 @@
-"""submit stage."""
+"""submit stage: the Kaggle submission and the Open Images Challenge 2019 metric.
+
+- ``python -m submit``: predictions Parquet -> ``ImageId,PredictionString`` CSV (``submit.write``);
+- ``python -m submit.validate``: line-by-line check of a submission file;
+- ``python -m submit.score``: Challenge 2019 mAP of a submission or predictions on validation
+  (``submit.metric.evaluate``, the official evaluator's rules).
+"""

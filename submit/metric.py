@@ -1,0 +1,267 @@
+"""The Open Images Challenge 2019 detection metric, computed as the official evaluator computes it, vectorised.
+
+Ground truth: each box gets a copy per ancestor class (same coordinates and group-of flag); an image label with
+Confidence 1 expands to its ancestors, any other confidence to its descendants. A class is *verified* in an image
+when it has a box or an image label there; detections of other classes are ignored, and so are images without any
+ground truth. Predictions are taken as given (not expanded).
+
+Per (image, class): invalid detections (xmin >= xmax or ymin >= ymax) and detections scored <= -10 or NaN are
+dropped (the official pre-NMS score filter), the rest sorted by descending score and cut at 10,000. Greedily, a
+detection whose best-IoU non-group-of box has IoU >= 0.5 and is still unmatched is a TP; otherwise, if its best-IoA
+group-of box (intersection / detection area) has IoA >= 0.5 it is absorbed by that box; otherwise it is an FP. Each
+group-of box that absorbed detections adds one TP at the highest absorbed score (only when that score is > 0, as
+the official selector does). num_gt = expanded boxes of the class (a group-of box counts once). AP: PASCAL VOC
+2010 all-point interpolation; mAP: mean over classes with num_gt > 0.
+
+Details kept from the official code: boxes in float64; IoU = inter / (area_det + area_gt - inter), continuous
+coordinates (no +1); "best" box = first maximum in ground-truth row order; any non-zero IsGroupOf is group-of (the
+official code casts the flag to bool). Ground-truth rows whose MID is not a listed class still expand to their listed
+relatives; detections of unlisted MIDs are ignored.
+
+Tie order (the official code sorts with ``np.argsort(scores)[::-1]``, whose order among equal scores depends on
+numpy's sort algorithm): here every sort is stable. Within an (image, class), equal scores keep the input row
+order. In the per-class list that AP is computed from, equal scores keep collection order: images by ImageID; within
+one image the detections in matching order, then the group-of TPs in ground-truth row order.
+
+Shapes: N = detections, M = expanded ground-truth boxes, C = classes, G = (image, class) groups with detections.
+A *key* is ``image_index * C + class_index`` (images indexed in sorted ImageID order).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data_prep.hierarchy import Hierarchy
+from submit.arrays import grouped_order, positions
+from submit.files import load_predictions
+
+__all__ = ["EvalResult", "GroundTruth", "evaluate", "evaluate_expanded", "expand_ground_truth", "load_predictions"]
+
+IOU_THRESHOLD = 0.5
+MAX_DETECTIONS_PER_CLASS = 10_000
+SCORE_FLOOR = -10.0
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Expanded ground truth, indexed for matching.
+
+    image_ids (I,) sorted ImageIDs with any ground-truth row; class_mids (C,) the evaluated classes;
+    box_key (M,) int64 sorted (stable: input row order within a key); box_yxyx (M, 4) float64 ymin, xmin, ymax, xmax;
+    box_group_of (M,) bool; verified_keys sorted unique int64; num_gt (C,) int64."""
+
+    image_ids: np.ndarray
+    class_mids: np.ndarray
+    box_key: np.ndarray
+    box_yxyx: np.ndarray
+    box_group_of: np.ndarray
+    verified_keys: np.ndarray
+    num_gt: np.ndarray
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """mAP and per-class results (MID, AP, num_gt, num_dets in class-file order; AP is NaN where num_gt = 0).
+
+    num_dets counts the detections that entered matching (verified class, valid box, within the per-image cap)."""
+
+    map: float
+    per_class: pd.DataFrame
+    num_images: int
+    num_detections: int
+
+
+def _expand(mids: pd.Series, relatives: Callable[[str], frozenset], hierarchy: Hierarchy,
+            class_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """Expand label rows to themselves plus their relatives. Returns (source row (K,), class index (K,)), rows in
+    input order, classes outside ``class_index`` left out."""
+    row_vocab, vocab = pd.factorize(mids.to_numpy(), use_na_sentinel=False)
+    targets = []
+    for mid in vocab:
+        family = {mid} | (set(relatives(mid)) if mid in hierarchy else set())
+        targets.append(np.sort(class_index.get_indexer(sorted(family))))
+    targets = [t[t >= 0] for t in targets]
+    counts = np.array([len(t) for t in targets], dtype=np.int64)
+    flat = np.concatenate(targets + [np.zeros(0, np.int64)]).astype(np.int64)
+    first = np.cumsum(counts) - counts
+    per_row = counts[row_vocab]
+    rows = np.repeat(np.arange(len(row_vocab)), per_row)
+    offset = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    return rows, flat[first[row_vocab[rows]] + offset]
+
+
+def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
+                        class_mids: Sequence[str]) -> GroundTruth:
+    """Expand boxes and image labels through the hierarchy and index them by (image, class) key."""
+    class_mids = np.asarray(list(class_mids), dtype=object)
+    class_index = pd.Index(class_mids)
+    if not class_index.is_unique:
+        raise ValueError("class_mids lists a MID twice")
+    n_classes = len(class_mids)
+    image_ids = np.unique(np.concatenate([gt_boxes["ImageID"].to_numpy(dtype=object),
+                                          gt_labels["ImageID"].to_numpy(dtype=object)]).astype(str))
+    image_index = pd.Index(image_ids)
+
+    rows, cls = _expand(gt_boxes["LabelName"], hierarchy.ancestors, hierarchy, class_index)
+    box_key = positions(gt_boxes["ImageID"], image_index)[rows] * n_classes + cls
+    order = np.argsort(box_key, kind="stable")
+    rows, box_key = rows[order], box_key[order]
+    yxyx = gt_boxes[["YMin", "XMin", "YMax", "XMax"]].to_numpy(dtype=np.float64)[rows]
+    group_of = gt_boxes["IsGroupOf"].to_numpy()[rows] != 0  # the official evaluator casts the flag to bool
+
+    label_keys = []
+    positive = gt_labels["Confidence"].to_numpy() == 1
+    for mask, relatives in ((positive, hierarchy.ancestors), (~positive, hierarchy.descendants)):
+        part = gt_labels[mask]
+        lrows, lcls = _expand(part["LabelName"], relatives, hierarchy, class_index)
+        label_keys.append(positions(part["ImageID"], image_index)[lrows] * n_classes + lcls)
+    verified = np.unique(np.concatenate([box_key, *label_keys]))
+    num_gt = np.bincount(box_key % n_classes, minlength=n_classes).astype(np.int64)
+    return GroundTruth(image_ids, class_mids, box_key, np.ascontiguousarray(yxyx), group_of, verified, num_gt)
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_groups(group_start, group_end, gt_lo, gt_hi, group_class, det_yxyx, det_score, gt_yxyx, gt_group_of,
+                  iou_threshold, out_class, out_score, out_tp, n_out):
+    """Match detections to ground truth for groups ``g`` (detections ``group_start[g]:group_end[g]``, sorted by
+    descending score; boxes ``gt_lo[g]:gt_hi[g]``). Appends one (class, score, tp) entry per FP, TP and group-of TP
+    to the ``out_*`` arrays from position ``n_out``; returns the new end position."""
+    for g in range(len(group_start)):
+        c, lo, hi = group_class[g], gt_lo[g], gt_hi[g]
+        matched = np.zeros(hi - lo, np.bool_)
+        group_best = np.zeros(hi - lo, np.float64)
+        for i in range(group_start[g], group_end[g]):
+            dy0, dx0, dy1, dx1 = det_yxyx[i, 0], det_yxyx[i, 1], det_yxyx[i, 2], det_yxyx[i, 3]
+            det_area = (dy1 - dy0) * (dx1 - dx0)
+            best_iou, best_box = 0.0, -1
+            best_ioa, best_group = 0.0, -1
+            for j in range(lo, hi):
+                gy0, gx0, gy1, gx1 = gt_yxyx[j, 0], gt_yxyx[j, 1], gt_yxyx[j, 2], gt_yxyx[j, 3]
+                ih = max(0.0, min(dy1, gy1) - max(dy0, gy0))
+                iw = max(0.0, min(dx1, gx1) - max(dx0, gx0))
+                inter = ih * iw
+                if gt_group_of[j]:
+                    ioa = inter / det_area
+                    if best_group < 0 or ioa > best_ioa:
+                        best_ioa, best_group = ioa, j - lo
+                else:
+                    iou = inter / (det_area + (gy1 - gy0) * (gx1 - gx0) - inter)
+                    if best_box < 0 or iou > best_iou:
+                        best_iou, best_box = iou, j - lo
+            if best_box >= 0 and best_iou >= iou_threshold and not matched[best_box]:
+                matched[best_box] = True
+                tp = 1.0
+            elif best_group >= 0 and best_ioa >= iou_threshold:
+                group_best[best_group] = max(group_best[best_group], det_score[i])
+                continue
+            else:
+                tp = 0.0
+            out_class[n_out], out_score[n_out], out_tp[n_out] = c, det_score[i], tp
+            n_out += 1
+        for j in range(hi - lo):
+            if group_best[j] > 0:
+                out_class[n_out], out_score[n_out], out_tp[n_out] = c, group_best[j], 1.0
+                n_out += 1
+    return n_out
+
+
+@numba.njit(cache=True, nogil=True)
+def _average_precisions(entry_tp, class_start, class_end, num_gt):
+    """VOC 2010 all-point AP per class from TP flags sorted by descending score (``class_start[c]:class_end[c]``);
+    NaN where num_gt is 0, 0 where a class has ground truth but no entries."""
+    ap = np.full(len(num_gt), np.nan)
+    for c in range(len(num_gt)):
+        if num_gt[c] == 0:
+            continue
+        s, e = class_start[c], class_end[c]
+        precision = np.empty(e - s)
+        recall = np.empty(e - s)
+        tp_sum, fp_sum = 0.0, 0.0
+        for k in range(e - s):
+            tp_sum += entry_tp[s + k]
+            fp_sum += 1.0 if entry_tp[s + k] <= 0 else 0.0
+            precision[k] = tp_sum / (tp_sum + fp_sum)
+            recall[k] = tp_sum / num_gt[c]
+        total, best_precision = 0.0, 0.0
+        for k in range(e - s - 1, -1, -1):
+            best_precision = max(best_precision, precision[k])
+            previous = recall[k - 1] if k > 0 else 0.0
+            if recall[k] != previous:
+                total += (recall[k] - previous) * best_precision
+        ap[c] = total
+    return ap
+
+
+def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
+    """Indices of the detections that enter matching, sorted by (key, descending score, input row), and their
+    keys; invalid boxes, unverified classes, unknown images and the per-(image, class) excess are left out."""
+    n_classes = len(gt.class_mids)
+    image = positions(predictions["ImageID"], pd.Index(gt.image_ids))
+    cls = positions(predictions["LabelName"], pd.Index(gt.class_mids))
+    score = predictions["Score"].to_numpy(dtype=np.float64)
+    x0, y0, x1, y1 = (predictions[c].to_numpy(dtype=np.float64) for c in ("XMin", "YMin", "XMax", "YMax"))
+    index = np.flatnonzero((image >= 0) & (cls >= 0) & (x0 < x1) & (y0 < y1) & (score > SCORE_FLOOR))
+    key = image[index] * n_classes + cls[index]
+    at = np.minimum(np.searchsorted(gt.verified_keys, key), max(len(gt.verified_keys) - 1, 0))
+    verified = gt.verified_keys[at] == key if len(gt.verified_keys) else np.zeros(len(key), bool)
+    index, key = index[verified], key[verified]
+    order = grouped_order(image[index], len(gt.image_ids), cls[index], -score[index])
+    index, key = index[order], key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    keep = rank < MAX_DETECTIONS_PER_CLASS
+    return index[keep], key[keep]
+
+
+def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> EvalResult:
+    """The metric for predictions (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against expanded ground
+    truth."""
+    n_classes = len(gt.class_mids)
+    index, key = _select_detections(predictions, gt)
+    det_yxyx = np.stack([predictions[c].to_numpy(dtype=np.float64)[index] for c in ("YMin", "XMin", "YMax", "XMax")],
+                        axis=1)
+    det_score = predictions["Score"].to_numpy(dtype=np.float64)[index]
+
+    boundary = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]) if len(key) else np.zeros(1, np.int64)
+    group_start, group_end = boundary[:-1], boundary[1:]
+    group_key = key[group_start]
+    gt_lo = np.searchsorted(gt.box_key, group_key, side="left")
+    gt_hi = np.searchsorted(gt.box_key, group_key, side="right")
+    group_class = group_key % n_classes
+
+    capacity = len(key) + int(gt.box_group_of.sum())
+    out_class = np.empty(capacity, np.int64)
+    out_score = np.empty(capacity, np.float64)
+    out_tp = np.empty(capacity, np.float64)
+    n_out = 0
+    chunks = np.array_split(np.arange(len(group_start)), max(1, min(100, len(group_start) // 1000)))
+    for chunk in tqdm(chunks, desc="matching", unit="chunk", disable=not progress, leave=False):
+        if len(chunk):
+            sl = slice(chunk[0], chunk[-1] + 1)
+            n_out = _match_groups(group_start[sl], group_end[sl], gt_lo[sl], gt_hi[sl], group_class[sl], det_yxyx,
+                                  det_score, gt.box_yxyx, gt.box_group_of, IOU_THRESHOLD, out_class, out_score,
+                                  out_tp, n_out)
+    out_class, out_score, out_tp = out_class[:n_out], out_score[:n_out], out_tp[:n_out]
+    order = grouped_order(out_class, n_classes, -out_score)
+    entry_tp = out_tp[order]
+    class_end = np.cumsum(np.bincount(out_class, minlength=n_classes))
+    ap = _average_precisions(entry_tp, class_end - np.bincount(out_class, minlength=n_classes), class_end,
+                             gt.num_gt)
+    per_class = pd.DataFrame({"MID": gt.class_mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
+                              "num_dets": np.bincount(key % n_classes, minlength=n_classes).astype(np.int64)})
+    with_gt = gt.num_gt > 0
+    mean_ap = float(ap[with_gt].mean()) if with_gt.any() else float("nan")
+    return EvalResult(mean_ap, per_class, len(gt.image_ids), len(key))
+
+
+def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
+             class_mids: Sequence[str], progress: bool = False) -> EvalResult:
+    """Challenge 2019 mAP of ``predictions`` (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against the raw
+    (unexpanded) box CSV rows ``gt_boxes`` (ImageID, LabelName, XMin, XMax, YMin, YMax, IsGroupOf) and image-label
+    rows ``gt_labels`` (ImageID, LabelName, Confidence), over the classes ``class_mids``."""
+    return evaluate_expanded(predictions, expand_ground_truth(gt_boxes, gt_labels, hierarchy, class_mids), progress)
