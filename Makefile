@@ -34,6 +34,7 @@ VAL_LABELS  ?= $(DATA)/challenge-2019-validation-detection-human-imagelabels.csv
 TEST_IMAGES ?= $(DATA)/sample_submission.csv
 SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
 PYTEST_ARGS ?=
+DEMO_MODELS ?= mini_tsd mini_baseline
 
 ifeq ($(RESUME),1)
 TRAIN_RESUME := --resume
@@ -67,7 +68,7 @@ data/mini/sample_submission.csv: data_prep/mini.py | $(STAMP)
 	$(PY) -m data_prep.mini --out data/mini
 endif
 
-prepare: $(STAMP) $(DATA_READY) ## DATA (official CSVs + hierarchy) -> $(PREPARED) (Parquet, sampling index, COCO)
+prepare: $(STAMP) $(DATA_READY) ## DATA (official CSVs + hierarchy) -> WORK/prepared (Parquet, sampling index, COCO)
 	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) --coco-splits train,validation $(PREPARE_OPTS)
 
 train: $(STAMP) ## train MODEL (GPUS=N uses torchrun; RESUME=1; CFG_OPTIONS='k=v ...')
@@ -81,12 +82,12 @@ endif
 train-slurm: $(STAMP) ## train MODEL on Slurm (PARTITION, GPUS)
 	bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(WORK)/models/$(MODEL) $(GPUS)
 
-infer: $(STAMP) ## TTA predictions of MODEL (CKPT) on SPLIT, shard SHARD=k/N -> $(WORK)/predictions
+infer: $(STAMP) ## TTA predictions of MODEL (CKPT) on SPLIT, shard SHARD=k/N -> WORK/predictions
 	@test -n "$(CKPT)" || { echo "no checkpoint for $(MODEL): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 1; }
 	$(PY) -m pipeline.infer $(CONFIG) $(CKPT) --split $(SPLIT) --images $(IMAGES) --shard $(SHARD) \
 		--classes $(PREPARED)/classes.csv --out $(WORK)/predictions/$(MODEL)/$(SPLIT) $(INFER_OPTS)
 
-ensemble: $(STAMP) ## fuse the predictions named by RECIPE on SPLIT -> $(WORK)/ensemble
+ensemble: $(STAMP) ## fuse the predictions named by RECIPE on SPLIT -> WORK/ensemble
 	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --jobs $(JOBS)
 
 submission: $(STAMP) ## Kaggle CSV from the RECIPE's test predictions, validated
@@ -100,7 +101,14 @@ evaluate: $(STAMP) ## official Challenge 2019 metric of the RECIPE's validation 
 		--per-class $(WORK)/eval/$(RECIPE_NAME)/per_class.csv --plot $(WORK)/eval/$(RECIPE_NAME)/per_class.png
 
 demo: $(STAMP) $(DATA_READY) ## the whole pipeline on the mini dataset, ending in one results table
-	$(PY) tools/demo.py --data $(DATA) --work $(WORK)
+	$(MAKE) --no-print-directory prepare
+	for m in $(DEMO_MODELS); do $(MAKE) --no-print-directory train MODEL=$$m || exit 1; done
+	for m in $(DEMO_MODELS); do for s in validation test; do \
+		$(MAKE) --no-print-directory infer MODEL=$$m SPLIT=$$s || exit 1; done; done
+	for s in validation test; do $(MAKE) --no-print-directory ensemble SPLIT=$$s || exit 1; done
+	$(MAKE) --no-print-directory submission
+	$(MAKE) --no-print-directory evaluate
+	$(PY) tools/demo_report.py --data $(DATA) --work $(WORK) --models $(DEMO_MODELS) --recipe $(RECIPE_NAME)
 
 test: $(STAMP) ## the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
