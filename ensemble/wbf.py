@@ -1,0 +1,365 @@
+"""Weighted boxes fusion (Solovyev et al., 2021), a fast drop-in for ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9.
+
+Shapes: M models, N boxes over all models after the score filter, G label groups, C clusters (= fused boxes).
+Boxes are normalised ``x1, y1, x2, y2``; a box's *key* is ``score * weight`` of its model.
+
+The algorithm (that of ensemble-boxes 1.0.9):
+1. drop boxes with raw score < ``skip_box_thr``; swap reversed corners; clip to [0, 1]; drop zero-area boxes;
+2. group by label (groups in order of first appearance), sort each group by key, descending;
+3. walk each group: a box joins the cluster whose current fused box has the highest IoU with it (the first one on
+   ties) if that IoU is > ``iou_thr``, else it starts a cluster; the fused box is recomputed after every join;
+4. rescale each cluster's confidence by ``conf_type``, then sort all clusters by confidence, descending.
+
+Numerics kept from the reference (under numpy 2's promotion rules) so that results agree to the last bit, not
+just to 1e-6:
+- the fused box of a cluster of two or more boxes is held in float32: its coordinates accumulate
+  ``key * coordinate`` in float32 (each addition done in float64, then rounded) and are divided by the float64
+  sum of keys, then rounded to float32 again; its confidence and weight fields are float32 as well. A cluster of
+  one box keeps the box's float64 values. Later IoUs are computed against these rounded boxes, so the rounding
+  changes which boxes merge near ``iou_thr`` and has to be reproduced;
+- ``key`` is computed in the dtype of ``weights`` when that is a float dtype (float32 weights round it);
+- sums over models follow numpy's pairwise summation order;
+- the order of boxes with equal keys, and of clusters with equal confidence, is whatever numpy's (unstable)
+  ``argsort`` gives. We sort stably and flag the label groups holding equal keys; those few groups, and the
+  final sort, go through ``np.argsort`` on the same values in the same order, so the order is numpy's own.
+
+Differences from ensemble-boxes 1.0.9, all on input it mishandles (ValueError instead):
+- mismatched list lengths (it calls ``exit()``), a ``weights`` list of the wrong length (it warns and uses ones),
+  weights that are not all positive (drop a model rather than weighting it 0), an unknown ``conf_type`` (``exit()``);
+- string or object labels; labels of magnitude >= 2**24, which its float32 fused boxes cannot hold;
+- NaN boxes, non-finite scores, and a cluster whose keys sum to 0 (all-zero scores kept by ``skip_box_thr=0``),
+  for which it returns NaN boxes;
+- boxes must be ``(n, 4)`` arrays (it silently ignores extra columns).
+It also emits no warnings for swapped, clipped or zero-area boxes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
+from ._inputs import model_arrays, model_weights
+
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+_MAX, _BOX_AND_MODEL_AVG, _ABSENT_MODEL_AWARE_AVG = 1, 2, 3  # positions in CONF_TYPES ('avg' is 0)
+_MAX_LABEL = 2 ** 24  # labels travel through float32 fused boxes
+
+
+@njit(cache=True)
+def _round(x, to_float32):
+    return np.float64(np.float32(x)) if to_float32 else x
+
+
+@njit(cache=True)
+def _block_sum(a, lo, n, to_float32):
+    """numpy's sum of a run of at most 128 values: plain below 8, else 8 running accumulators."""
+    if n < 8:
+        res = -0.0
+        for i in range(n):
+            res = _round(res + a[lo + i], to_float32)
+        return res
+    r = np.empty(8)
+    for k in range(8):
+        r[k] = a[lo + k]
+    i = 8
+    while i < n - n % 8:
+        for k in range(8):
+            r[k] = _round(r[k] + a[lo + i + k], to_float32)
+        i += 8
+    left = _round(_round(r[0] + r[1], to_float32) + _round(r[2] + r[3], to_float32), to_float32)
+    right = _round(_round(r[4] + r[5], to_float32) + _round(r[6] + r[7], to_float32), to_float32)
+    res = _round(left + right, to_float32)
+    while i < n:
+        res = _round(res + a[lo + i], to_float32)
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def pairwise_sum(a, to_float32):
+    """Sum of the 1-D float64 array ``a`` in numpy's order for a contiguous 1-D reduction (``np.add.reduce``), so that sums
+    agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves (cut to
+    multiples of 8) and the halves' sums added. ``to_float32`` rounds every partial sum, as numpy does for float32
+    arrays."""
+    # numpy recurses on the halves; walk the same tree with an explicit stack (left half first). A task is a run
+    # to sum (split 0) or the addition of the two sums on top of the value stack (split 1).
+    tasks = np.empty((128, 3), np.int64)
+    sums = np.empty(128)
+    tasks[0, 0], tasks[0, 1], tasks[0, 2] = 0, a.size, 0
+    n_tasks, n_sums = 1, 0
+    while n_tasks:
+        n_tasks -= 1
+        run_lo, run_n, split = tasks[n_tasks, 0], tasks[n_tasks, 1], tasks[n_tasks, 2]
+        if split:
+            n_sums -= 1
+            sums[n_sums - 1] = _round(sums[n_sums - 1] + sums[n_sums], to_float32)
+        elif run_n <= 128:
+            sums[n_sums] = _block_sum(a, run_lo, run_n, to_float32)
+            n_sums += 1
+        else:
+            half = run_n // 2
+            half -= half % 8
+            tasks[n_tasks, 0], tasks[n_tasks, 1], tasks[n_tasks, 2] = run_lo, run_n, 1
+            tasks[n_tasks + 1, 0], tasks[n_tasks + 1, 1], tasks[n_tasks + 1, 2] = run_lo + half, run_n - half, 0
+            tasks[n_tasks + 2, 0], tasks[n_tasks + 2, 1], tasks[n_tasks + 2, 2] = run_lo, half, 0
+            n_tasks += 3
+    return sums[0]
+
+
+@njit(cache=True)
+def _prefilter(boxes, keep):
+    """Clean the boxes with ``keep`` set: swap reversed corners, clip to [0, 1], drop zero-area boxes.
+
+    boxes: (N0, 4) float64; keep: (N0,) bool. Returns the cleaned boxes (N, 4) and their rows in ``boxes`` (N,)."""
+    out = np.empty((boxes.shape[0], 4))
+    rows = np.empty(boxes.shape[0], np.int64)
+    n = 0
+    for i in range(boxes.shape[0]):
+        if not keep[i]:
+            continue
+        x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        if x2 < x1:
+            x1, x2 = x2, x1
+        if y2 < y1:
+            y1, y2 = y2, y1
+        # clip one bound at a time, in the reference's order (keeps the sign of -0.0 as it does)
+        if x1 < 0:
+            x1 = 0.0
+        if x1 > 1:
+            x1 = 1.0
+        if x2 < 0:
+            x2 = 0.0
+        if x2 > 1:
+            x2 = 1.0
+        if y1 < 0:
+            y1 = 0.0
+        if y1 > 1:
+            y1 = 1.0
+        if y2 < 0:
+            y2 = 0.0
+        if y2 > 1:
+            y2 = 1.0
+        if (x2 - x1) * (y2 - y1) == 0.0:
+            continue
+        out[n, 0], out[n, 1], out[n, 2], out[n, 3] = x1, y1, x2, y2
+        rows[n] = i
+        n += 1
+    return out[:n], rows[:n]
+
+
+@njit(cache=True)
+def _label_groups_by_table(labels, lo, span):
+    """The label group of each box (N,), groups numbered by first appearance, and the number of groups; for
+    labels in ``lo .. lo + span - 1`` (a lookup table)."""
+    group = np.empty(labels.size, np.int64)
+    group_of_label = np.full(span, -1, np.int64)
+    n_groups = 0
+    for i in range(labels.size):
+        if group_of_label[labels[i] - lo] < 0:
+            group_of_label[labels[i] - lo] = n_groups
+            n_groups += 1
+        group[i] = group_of_label[labels[i] - lo]
+    return group, n_groups
+
+
+def _label_groups(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """The label group of each box, groups numbered by first appearance (the reference's dict order)."""
+    lo, hi = int(labels.min()), int(labels.max())
+    if hi - lo < 4 * labels.size + 1024:
+        return _label_groups_by_table(labels, lo, hi - lo + 1)
+    _, first_seen, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_seen), np.int64)
+    rank[np.argsort(first_seen)] = np.arange(len(first_seen))
+    return rank[inverse.ravel()], len(first_seen)
+
+
+@njit(cache=True)
+def _processing_order(group, n_groups, keys, ascending):
+    """The order in which boxes are clustered: label groups by first appearance, keys descending in each.
+
+    group: (N,) label group of each box (numbered by first appearance); keys: (N,) float64; ascending: (N,) a
+    stable ascending argsort of ``keys``. Returns ``order`` (N,) (box indices), ``group_starts`` (G + 1,) and
+    ``tied`` (G,) bool: groups holding equal keys, whose order among the ties the caller must settle (here they
+    come out in reverse input order)."""
+    n = group.size
+    group_starts = np.zeros(n_groups + 1, np.int64)
+    for i in range(n):
+        group_starts[group[i] + 1] += 1
+    for g in range(n_groups):
+        group_starts[g + 1] += group_starts[g]
+    # a counting sort of the ascending keys into their groups, each group filled from its end
+    fill = group_starts[1:].copy()
+    order = np.empty(n, np.int64)
+    for q in range(n):
+        i = ascending[q]
+        fill[group[i]] -= 1
+        order[fill[group[i]]] = i
+    tied = np.zeros(n_groups, np.bool_)
+    for g in range(n_groups):
+        for p in range(group_starts[g] + 1, group_starts[g + 1]):
+            if keys[order[p]] == keys[order[p - 1]]:
+                tied[g] = True
+    return order, group_starts, tied
+
+
+@njit(cache=True)
+def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, weights_float32, n_models,
+             conf_code, iou_thr, allows_overflow, weight_sum, weight_max):
+    """Cluster and fuse each label group, then rescale the confidences.
+
+    boxes: (N, 4) float64, keys / box_weights: (N,) float64 (score * weight, weight), models: (N,) int64;
+    order, group_starts: from ``_processing_order``; weights: (M,) float64 model weights (float32 values when
+    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64, the group of each cluster (C,) and
+    the group whose keys summed to 0 (-1 if none; the fused box is then undefined)."""
+    n = boxes.shape[0]
+    fused = np.empty((n, 4))
+    acc = np.empty((n, 4), np.float32)  # float32 sums of key * coordinate, as the reference keeps them
+    key_sum = np.empty(n)
+    key_max = np.empty(n)
+    weight_acc = np.empty(n)
+    conf_field = np.empty(n)
+    weight_field = np.empty(n)
+    count = np.zeros(n, np.int64)
+    cluster_group = np.empty(n, np.int64)
+    assigned = np.empty(n, np.int64)
+    n_clusters = 0
+    for g in range(group_starts.size - 1):
+        first = n_clusters
+        for p in range(group_starts[g], group_starts[g + 1]):
+            j = order[p]
+            x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+            area = (x2 - x1) * (y2 - y1)
+            best = -1
+            best_iou = -np.inf
+            for c in range(first, n_clusters):
+                inter_w = min(fused[c, 2], x2) - max(fused[c, 0], x1)
+                inter_h = min(fused[c, 3], y2) - max(fused[c, 1], y1)
+                inter = max(inter_w, 0.0) * max(inter_h, 0.0)
+                cluster_area = (fused[c, 2] - fused[c, 0]) * (fused[c, 3] - fused[c, 1])
+                iou = inter / (cluster_area + area - inter)
+                if iou > best_iou:
+                    best_iou = iou
+                    best = c
+            key = keys[j]
+            if best == -1 or best_iou <= iou_thr:
+                c = n_clusters
+                n_clusters += 1
+                for k in range(4):
+                    fused[c, k] = boxes[j, k]
+                    acc[c, k] = np.float32(0.0 + key * boxes[j, k])
+                key_sum[c] = 0.0 + key
+                key_max[c] = key
+                weight_acc[c] = 0.0 + box_weights[j]
+                conf_field[c] = key
+                weight_field[c] = box_weights[j]
+                count[c] = 1
+                cluster_group[c] = g
+            else:
+                c = best
+                count[c] += 1
+                key_sum[c] += key
+                key_max[c] = max(key_max[c], key)
+                weight_acc[c] += box_weights[j]
+                if key_sum[c] == 0.0:
+                    return fused[:0], conf_field[:0], cluster_group[:0], g
+                for k in range(4):
+                    acc[c, k] = np.float32(np.float64(acc[c, k]) + key * boxes[j, k])
+                    fused[c, k] = np.float64(np.float32(np.float64(acc[c, k]) / key_sum[c]))
+                if conf_code == _MAX:
+                    conf_field[c] = np.float64(np.float32(key_max[c]))
+                else:
+                    conf_field[c] = np.float64(np.float32(key_sum[c] / count[c]))
+                weight_field[c] = np.float64(np.float32(weight_acc[c]))
+            assigned[j] = c
+
+    present = np.zeros((n_clusters, n_models), np.bool_)
+    for j in range(n):
+        present[assigned[j], models[j]] = True
+    picked = np.empty(n_models)
+    exact = weights_float32 and False  # a runtime bool: a literal False would compile one more specialisation
+    conf = np.empty(n_clusters)
+    for c in range(n_clusters):
+        size = count[c]
+        if conf_code == _BOX_AND_MODEL_AVG:
+            n_picked = 0
+            for m in range(n_models):
+                if present[c, m]:
+                    picked[n_picked] = weights[m]
+                    n_picked += 1
+            model_weight_sum = pairwise_sum(picked[:n_picked], exact)
+            conf[c] = conf_field[c] * size / weight_field[c] * model_weight_sum / weight_sum
+        elif conf_code == _ABSENT_MODEL_AWARE_AVG:
+            n_picked = 0
+            for m in range(n_models):
+                if not present[c, m]:
+                    picked[n_picked] = weights[m]
+                    n_picked += 1
+            absent_sum = pairwise_sum(picked[:n_picked], weights_float32)
+            conf[c] = conf_field[c] * size / (weight_field[c] + absent_sum)
+        elif conf_code == _MAX:
+            conf[c] = conf_field[c] / weight_max
+        elif not allows_overflow:
+            conf[c] = conf_field[c] * min(n_models, size) / weight_sum
+        else:
+            conf[c] = conf_field[c] * size / weight_sum
+    return fused[:n_clusters], conf, cluster_group[:n_clusters], -1
+
+
+def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_list: Sequence,
+                          weights: Sequence[float] | np.ndarray | None = None, iou_thr: float = 0.55,
+                          skip_box_thr: float = 0.0, conf_type: str = "avg",
+                          allows_overflow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fuse the boxes of several models; same arguments and results as ``ensemble_boxes.weighted_boxes_fusion``.
+
+    boxes_list: per model an (n_m, 4) array of normalised x1, y1, x2, y2; scores_list / labels_list: per model
+    (n_m,) scores and integer labels; weights: per model (default ones); iou_thr: a box joins a cluster when their
+    IoU is > iou_thr; skip_box_thr: boxes with a lower raw score are dropped; conf_type: 'avg', 'max',
+    'box_and_model_avg' or 'absent_model_aware_avg'; allows_overflow: for 'avg', let confidence exceed 1 when one
+    model gives several boxes to a cluster.
+
+    Returns float64 ``boxes`` (C, 4), ``scores`` (C,) and ``labels`` (C,), sorted by score, descending.
+    """
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
+    per_model = model_arrays(boxes_list, scores_list, labels_list)
+    n_models = len(per_model)
+    weights = model_weights(weights, n_models)
+    counts = [len(s) for _, s, _ in per_model]
+    if not sum(counts):
+        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
+    # score * weight in the weights' dtype, as `float(score) * weights[m]` computes it under numpy 2; the raw-score
+    # filter compares in each model's score dtype, as `score < skip_box_thr` does
+    if weights.dtype.kind == "f":
+        keys = [s.astype(weights.dtype) * weights[m] for m, (_, s, _) in enumerate(per_model)]
+    else:
+        keys = [s.astype(np.float64) * float(weights[m]) for m, (_, s, _) in enumerate(per_model)]
+    keep = np.concatenate([~(s < skip_box_thr) for _, s, _ in per_model])
+    boxes, rows = _prefilter(np.concatenate([b for b, _, _ in per_model]).astype(np.float64), keep)
+    if not len(rows):
+        return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
+    keys = np.concatenate(keys).astype(np.float64)[rows]
+    models = np.repeat(np.arange(n_models), counts)[rows]
+    box_weights = weights.astype(np.float64)[models]
+    labels = np.concatenate([lab for _, _, lab in per_model])[rows]
+    if labels.dtype.kind == "f":
+        labels = np.trunc(labels)  # int(label), as the reference takes it
+    if np.abs(labels).max() >= _MAX_LABEL:
+        raise ValueError(f"labels must be below 2**24 in magnitude, got {np.abs(labels).max()}")
+    labels = labels.astype(np.int64)
+
+    order, group_starts, tied = _processing_order(*_label_groups(labels), keys, np.argsort(keys, kind="stable"))
+    for g in np.flatnonzero(tied):
+        members = np.sort(order[group_starts[g]:group_starts[g + 1]])
+        order[group_starts[g]:group_starts[g + 1]] = members[np.argsort(keys[members])[::-1]]
+
+    fused, conf, cluster_group, zero_group = _cluster(
+        boxes, keys, box_weights, models, order, group_starts, weights.astype(np.float64),
+        weights.dtype == np.float32, n_models, CONF_TYPES.index(conf_type), float(iou_thr), bool(allows_overflow),
+        float(weights.sum()), float(weights.max()))
+    if zero_group >= 0:
+        raise ValueError(f"boxes of label {labels[order[group_starts[zero_group]]]} with score * weight summing to "
+                         f"0 overlap: their fused box is undefined (raise skip_box_thr above 0 to drop zero scores)")
+    final = np.argsort(conf)[::-1]
+    group_labels = labels[order[group_starts[:-1]]].astype(np.float64)
+    return fused[final], conf[final], group_labels[cluster_group[final]]

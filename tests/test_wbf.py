@@ -1,0 +1,204 @@
+"""ensemble.wbf.weighted_boxes_fusion against ensemble_boxes.weighted_boxes_fusion 1.0.9, the reference."""
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from ensemble_boxes import weighted_boxes_fusion as reference_wbf
+
+from ensemble.wbf import CONF_TYPES, pairwise_sum, weighted_boxes_fusion
+
+TOL = 1e-6
+
+
+def run_reference(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns on every swapped, clipped or zero-area box
+        return reference_wbf(*args, **kwargs)
+
+
+def assert_same(ours, ref):
+    """Same shapes and dtypes, identical labels in the same order, boxes and scores within 1e-6."""
+    for got, want, what in zip(ours, ref, ("boxes", "scores", "labels")):
+        assert got.dtype == want.dtype, what
+        assert got.shape == want.shape, what
+    np.testing.assert_array_equal(ours[2], ref[2])
+    np.testing.assert_allclose(ours[1], ref[1], rtol=0, atol=TOL)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=0, atol=TOL)
+
+
+def random_case(rng, n_models, n_boxes, n_labels, grid=False, tied_scores=False, dirty=False, dtype=np.float32):
+    """Per-model boxes scattered around shared objects (so that they cluster), as detectors give them.
+
+    grid: coordinates on a 1/8 grid (equal IoUs); tied_scores: scores in {0.25, 0.5, 0.75, 1}; dirty: reversed
+    corners, coordinates outside [0, 1] and zero-area boxes."""
+    objects = np.sort(rng.uniform(0, 1, (max(1, n_boxes // 3), 2, 2)), axis=1).transpose(0, 2, 1).reshape(-1, 4)
+    object_labels = rng.integers(0, n_labels, len(objects))
+    boxes_list, scores_list, labels_list = [], [], []
+    for _ in range(n_models):
+        n = int(rng.integers(0, n_boxes + 1))
+        pick = rng.integers(0, len(objects), n)
+        boxes = objects[pick] + rng.normal(0, 0.03, (n, 4))
+        labels = np.where(rng.random(n) < 0.1, rng.integers(0, n_labels, n), object_labels[pick])
+        if grid:
+            boxes = np.round(boxes * 8) / 8
+        if dirty:
+            flip = rng.random(n) < 0.2
+            boxes[flip] = boxes[flip][:, [2, 3, 0, 1]]
+            boxes[rng.random(n) < 0.1] *= 1.5
+            boxes[rng.random(n) < 0.1] -= 0.2
+            flat = rng.random(n) < 0.1
+            boxes[flat, 2] = boxes[flat, 0]
+        scores = rng.integers(1, 5, n) / 4 if tied_scores else rng.uniform(0, 1, n)
+        boxes_list.append(boxes.astype(dtype))
+        scores_list.append(scores.astype(dtype))
+        labels_list.append(labels)
+    return boxes_list, scores_list, labels_list
+
+
+SETTINGS = list(itertools.product(CONF_TYPES, (False, True), ("none", "float", "int", "float32")))
+
+
+@pytest.mark.parametrize("conf_type,allows_overflow,weights_kind", SETTINGS)
+def test_random_cases_match_reference(conf_type, allows_overflow, weights_kind):
+    rng = np.random.default_rng(SETTINGS.index((conf_type, allows_overflow, weights_kind)))
+    for case in range(12):
+        n_models = int(rng.integers(1, 7))
+        kinds = {"none": None, "float": list(rng.uniform(0.2, 3, n_models)),
+                 "int": list(rng.integers(1, 4, n_models)),
+                 "float32": rng.uniform(0.2, 3, n_models).astype(np.float32)}
+        data = random_case(rng, n_models, int(rng.integers(1, 60)), int(rng.integers(1, 8)),
+                           grid=case % 3 == 0, tied_scores=case % 4 == 1, dirty=case % 2 == 0,
+                           dtype=np.float32 if case % 5 else np.float64)
+        kwargs = dict(weights=kinds[weights_kind], iou_thr=float(rng.choice([0.3, 0.55, 0.7])),
+                      skip_box_thr=float(rng.choice([0.0, 0.1, 0.5])), conf_type=conf_type,
+                      allows_overflow=allows_overflow)
+        assert_same(weighted_boxes_fusion(*data, **kwargs), run_reference(*data, **kwargs))
+
+
+def test_results_are_bit_identical():
+    """Beyond the 1e-6 tolerance: the float32 rounding of fused boxes is reproduced, so results agree exactly."""
+    rng = np.random.default_rng(2024)
+    for case in range(60):
+        n_models = int(rng.integers(2, 7))
+        data = random_case(rng, n_models, 40, 3, grid=case % 2 == 0, dtype=np.float32 if case % 3 else np.float64)
+        kwargs = dict(weights=list(rng.uniform(0.2, 3, n_models)), conf_type=CONF_TYPES[case % 4])
+        for got, want in zip(weighted_boxes_fusion(*data, **kwargs), run_reference(*data, **kwargs)):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n_models,n_boxes,n_labels", [(1, 200, 1), (5, 300, 1), (12, 100, 3), (5, 300, 400)])
+def test_large_cases_match_reference(n_models, n_boxes, n_labels):
+    rng = np.random.default_rng(n_models * 1000 + n_labels)
+    data = random_case(rng, n_models, n_boxes, n_labels)
+    for conf_type in CONF_TYPES:
+        assert_same(weighted_boxes_fusion(*data, conf_type=conf_type), run_reference(*data, conf_type=conf_type))
+
+
+def test_sums_over_models_follow_numpy():
+    """Weight sums use numpy's pairwise order (it matters from 9 models on), in float32 for float32 weights."""
+    rng = np.random.default_rng(9)
+    for n in [0, 1, 7, 8, 9, 16, 17, 100, 128, 129, 300, 1000]:
+        values = rng.uniform(0, 1, n) * 10.0 ** rng.integers(-6, 6, n)
+        assert pairwise_sum(values, False) == values.sum()
+        as32 = values.astype(np.float32)
+        assert pairwise_sum(as32.astype(np.float64), True) == as32.sum()
+
+
+def test_sparse_and_negative_label_ids():
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        boxes, scores, labels = random_case(rng, 4, 50, 6)
+        labels = [(lab - 2) * 1_000_003 for lab in labels]  # beyond a lookup table's range
+        assert_same(weighted_boxes_fusion(boxes, scores, labels), run_reference(boxes, scores, labels))
+
+
+def test_ties_follow_numpy_argsort():
+    """Equal scores in one label and equal final confidences: the order is numpy's argsort's, not a stable one."""
+    rng = np.random.default_rng(7)
+    n = 40
+    boxes = [np.tile([[0.1, 0.1, 0.5, 0.5]], (n, 1)) + rng.integers(0, 3, (n, 1)) * 0.3 for _ in range(3)]
+    scores = [np.full(n, 0.5) for _ in range(3)]
+    labels = [np.zeros(n, int) for _ in range(3)]
+    for iou_thr in (0.55, 1.0):  # 1.0: nothing merges, every box keeps its tied score
+        assert_same(weighted_boxes_fusion(boxes, scores, labels, iou_thr=iou_thr),
+                    run_reference(boxes, scores, labels, iou_thr=iou_thr))
+
+
+def test_equal_ious_join_the_first_cluster():
+    """A box exactly between two clusters (IoU 0.6 with both, dyadic coordinates) joins the one created first."""
+    boxes = [np.array([[0.0, 0.0, 0.5, 0.25], [0.25, 0.0, 0.75, 0.25], [0.125, 0.0, 0.625, 0.25]])]
+    scores, labels = [np.array([0.9, 0.85, 0.7])], [np.array([3, 3, 3])]
+    ours = weighted_boxes_fusion(boxes, scores, labels, iou_thr=0.4)
+    assert_same(ours, run_reference(boxes, scores, labels, iou_thr=0.4))
+    # by hand: the second box stays alone (IoU 1/3 with the first); the third joins the first, giving
+    # x = (0.9 * x_first + 0.7 * x_third) / 1.6 and score (0.9 + 0.7) / 2 * min(1 model, 2 boxes) / 1
+    np.testing.assert_allclose(ours[0], [[0.25, 0, 0.75, 0.25],
+                                         [0.7 * 0.125 / 1.6, 0, (0.9 * 0.5 + 0.7 * 0.625) / 1.6, 0.25]], atol=TOL)
+    np.testing.assert_allclose(ours[1], [0.85, 0.8], atol=TOL)
+
+
+@pytest.mark.parametrize("boxes_list,scores_list,labels_list", [
+    ([], [], []),
+    ([np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0)]),
+    ([[], np.zeros((0, 4))], [[], []], [[], []]),
+    ([[[0.1, 0.1, 0.1, 0.5]]], [[0.9]], [[0]]),  # zero area only
+    ([[[0.1, 0.1, 0.3, 0.5]]], [[0.05]], [[0]]),  # below skip_box_thr
+])
+def test_empty_results(boxes_list, scores_list, labels_list):
+    kwargs = dict(skip_box_thr=0.1)
+    assert_same(weighted_boxes_fusion(boxes_list, scores_list, labels_list, **kwargs),
+                run_reference(boxes_list, scores_list, labels_list, **kwargs))
+
+
+def test_python_lists_float_labels_and_dirty_boxes():
+    boxes = [[[0.5, 0.6, 0.1, 0.2], [-0.1, 0.1, 0.4, 1.3], [0.2, 0.2, 0.2, 0.9]],
+             [[0.12, 0.22, 0.48, 0.61], [0.0, 0.1, 0.41, 1.0]]]
+    scores = [[0.9, 0.8, 0.7], [0.6, 0.5]]
+    labels = [[1.0, 2.7, 1.0], [1.2, 2.0]]  # truncated to ints, as int() does
+    for conf_type in CONF_TYPES:
+        ours = weighted_boxes_fusion(boxes, scores, labels, weights=[2, 1], conf_type=conf_type)
+        assert_same(ours, run_reference(boxes, scores, labels, weights=[2, 1], conf_type=conf_type))
+        assert sorted(ours[2].tolist()) == [1.0, 2.0]
+
+
+def test_zero_scores_are_fused_where_defined():
+    """One zero-score box alone is fine (same result as the reference); only all-zero clusters are rejected."""
+    boxes = [np.array([[0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]]), np.array([[0.11, 0.1, 0.5, 0.5]])]
+    scores, labels = [np.array([0.0, 0.0]), np.array([0.8])], [np.array([0, 0]), np.array([0])]
+    assert_same(weighted_boxes_fusion(boxes, scores, labels), run_reference(boxes, scores, labels))
+
+
+def test_all_zero_scores_raise_where_reference_gives_nan():
+    boxes = [np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([[0.11, 0.1, 0.5, 0.5]])]
+    scores, labels = [np.zeros(1), np.zeros(1)], [np.zeros(1, int), np.zeros(1, int)]
+    with np.errstate(all="ignore"):
+        assert np.isnan(run_reference(boxes, scores, labels)[0]).all()
+    with pytest.raises(ValueError, match="summing to 0"):
+        weighted_boxes_fusion(boxes, scores, labels)
+
+
+def test_bad_input_raises_value_error():
+    box, score, label = [np.array([[0.1, 0.1, 0.5, 0.5]])], [np.array([0.5])], [np.array([1])]
+    with pytest.raises(SystemExit):  # the reference exits the interpreter on mismatched lengths
+        run_reference(box, [np.array([0.5, 0.6])], label)
+    with pytest.raises(ValueError, match="model 0: 1 boxes but 2 scores"):
+        weighted_boxes_fusion(box, [np.array([0.5, 0.6])], label)
+    with pytest.raises(ValueError, match="one entry per model"):
+        weighted_boxes_fusion(box, score, label + label)
+    with pytest.raises(ValueError, match="labels must be integer class ids"):
+        weighted_boxes_fusion(box, score, [np.array(["/m/01g317"])])
+    with pytest.raises(ValueError, match="weights needs one number per model"):
+        weighted_boxes_fusion(box, score, label, weights=[1, 2])
+    with pytest.raises(ValueError, match="positive"):
+        weighted_boxes_fusion(box, score, label, weights=[0])
+    with pytest.raises(ValueError, match="conf_type"):
+        weighted_boxes_fusion(box, score, label, conf_type="mean")
+    with pytest.raises(ValueError, match="NaN"):
+        weighted_boxes_fusion([np.array([[0.1, np.nan, 0.5, 0.5]])], score, label)
+    with pytest.raises(ValueError, match="finite"):
+        weighted_boxes_fusion(box, [np.array([np.inf])], label)
+    with pytest.raises(ValueError, match=r"2\*\*24"):
+        weighted_boxes_fusion(box, score, [np.array([2 ** 24])])
+    with pytest.raises(ValueError, match=r"shape \(n, 4\)"):
+        weighted_boxes_fusion([np.array([0.1, 0.1, 0.5, 0.5])], score, label)
