@@ -13,6 +13,7 @@ DATA        ?= data/mini
 WORK        ?= work
 PREPARED    ?= $(WORK)/prepared
 PREPARE_OPTS?=
+COCO_SPLITS ?=
 MODEL       ?= mini_tsd
 CONFIG      ?= configs/$(MODEL).py
 GPUS        ?= 1
@@ -61,15 +62,17 @@ $(STAMP): pyproject.toml
 mini: $(STAMP) ## generate the bundled mini dataset into data/mini (deterministic)
 	$(PY) -m data_prep.mini --out data/mini
 
-# The mini dataset is generated on first use; a real DATA folder is used as it is.
+# The mini dataset is generated on first use, with the COCO export its Mask R-CNN config trains on; a real DATA
+# folder is used as it is (COCO_SPLITS=validation to export, say, the validation split).
 ifeq ($(DATA),data/mini)
 DATA_READY := data/mini/sample_submission.csv
+COCO_SPLITS := train,validation
 data/mini/sample_submission.csv: data_prep/mini.py | $(STAMP)
 	$(PY) -m data_prep.mini --out data/mini
 endif
 
 prepare: $(STAMP) $(DATA_READY) ## DATA (official CSVs + hierarchy) -> WORK/prepared (Parquet, sampling index, COCO)
-	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) --coco-splits train,validation $(PREPARE_OPTS)
+	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) $(if $(COCO_SPLITS),--coco-splits $(COCO_SPLITS)) $(PREPARE_OPTS)
 
 train: $(STAMP) ## train MODEL (GPUS=N uses torchrun; RESUME=1; CFG_OPTIONS='k=v ...')
 ifeq ($(GPUS),1)
