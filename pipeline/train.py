@@ -1,0 +1,197 @@
+"""Train a detector from a config: ``python -m pipeline.train CONFIG [--work-dir DIR] [--resume] [--amp] ...``.
+
+CONFIG is a path or the name of a file in ``configs/`` (``r50_tsd``, ``mini_tsd``, ...). The work dir
+(default ``work/models/{name}``) receives the resolved config, checkpoints, ``last_checkpoint`` and the logs.
+One process trains on CPU or one GPU; for several GPUs run
+``torchrun --nproc-per-node N -m pipeline.train CONFIG --launcher pytorch``, on Slurm ``tools/slurm_train.sh``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import CheckpointLoader, Runner
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+OUR_DATASETS = ("OpenImagesPreparedDataset",)
+
+
+def available_configs(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Names of the runnable configs (``configs/**/*.py`` outside ``_base_``), relative and without ``.py``."""
+    return sorted(str(p.relative_to(config_dir).with_suffix("")) for p in config_dir.rglob("*.py")
+                  if "_base_" not in p.relative_to(config_dir).parts)
+
+
+def resolve_config(config: str | Path, config_dir: Path = CONFIG_DIR) -> Path:
+    """A config path, given itself or its name in ``configs/``; a clear error lists the available ones."""
+    for candidate in (Path(config), config_dir / f"{config}.py"):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(available_configs(config_dir)) or "(none)"
+    raise FileNotFoundError(f"config not found: {config}; available configs in {config_dir}: {names}")
+
+
+def model_num_classes(model_cfg: dict) -> set[int]:
+    """Every ``num_classes`` set in a model config (bbox heads of each cascade stage, mask head, ...)."""
+    found: set[int] = set()
+
+    def visit(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "num_classes" and isinstance(value, int):
+                    found.add(value)
+                else:
+                    visit(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                visit(item)
+
+    visit(model_cfg.get("roi_head", model_cfg))
+    return found
+
+
+def check_data(cfg: Config) -> None:
+    """Fail early, before any data loads: missing prepared annotations, or a model whose class count differs
+    from the prepared ``classes.csv``."""
+    from pipeline.datasets import check_num_classes
+
+    counts = model_num_classes(cfg.model)
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = (cfg.get(loader) or {}).get("dataset", {})
+        while "dataset" in dataset:  # dataset wrappers (RepeatDataset, ...)
+            dataset = dataset["dataset"]
+        if dataset.get("type") in OUR_DATASETS:
+            for num_classes in counts:
+                check_num_classes(dataset["prepared_dir"], num_classes)
+        elif dataset.get("ann_file"):
+            ann_file = Path(dataset.get("data_root") or "") / dataset["ann_file"]
+            if not ann_file.is_file():
+                raise FileNotFoundError(f"{loader}: annotation file not found: {ann_file} (for the COCO export of "
+                                        f"the prepared data run `make prepare` with COCO splits first)")
+
+
+def replace_path_prefixes(node, moves: dict[str, str]):
+    """``node`` (config dicts, lists, tuples, strings) with every path equal to or under a key of ``moves`` moved
+    under its value (one move per path); dicts and lists are changed in place."""
+    if isinstance(node, str):
+        for old, new in moves.items():
+            if node == old or node.startswith(old.rstrip("/") + "/"):
+                return new + node[len(old):]
+        return node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = replace_path_prefixes(value, moves)
+    elif isinstance(node, list):
+        node[:] = [replace_path_prefixes(value, moves) for value in node]
+    elif isinstance(node, tuple):
+        return tuple(replace_path_prefixes(value, moves) for value in node)
+    return node
+
+
+def set_data_paths(cfg: Config, prepared_dir: str | None = None, img_root: str | None = None) -> None:
+    """Point the config at other data: every path under the config's ``prepared_dir`` / ``img_root`` variables
+    (datasets, metric, COCO export) moves to the new folder."""
+    moves = {}
+    for key, new in (("prepared_dir", prepared_dir), ("img_root", img_root)):
+        if new is not None:
+            if cfg.get(key) is None:
+                raise KeyError(f"--{key.replace('_', '-')} given but the config defines no `{key}` variable")
+            moves[cfg[key]] = str(new)
+    if moves:
+        for name in list(cfg.keys()):
+            cfg[name] = replace_path_prefixes(cfg[name], moves)
+
+
+def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
+                resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
+                prepared_dir: str | None = None, img_root: str | None = None) -> Config:
+    """The config with the command-line choices applied (data paths, work dir, resume, AMP, launcher, seed)."""
+    path = resolve_config(config)
+    cfg = Config.fromfile(str(path))
+    set_data_paths(cfg, prepared_dir, img_root)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = str(work_dir or Path("work") / "models" / path.stem)
+    cfg.launcher = launcher
+    cfg.resume = resume
+    if resume:
+        cfg.load_from = None  # the runner resumes from the work dir's last_checkpoint
+    if seed is not None:
+        cfg.randomness = dict(cfg.get("randomness") or {}, seed=seed)
+    if amp:
+        if not torch.cuda.is_available():
+            raise RuntimeError("--amp needs a CUDA GPU (mixed precision is not used on CPU)")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+    return cfg
+
+
+def load_from_local_trusted(filename: str, map_location=None) -> dict:
+    """Load a local checkpoint file written by our own training runs, with its mmengine metadata.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default, which refuses what mmengine stores beside the weights
+    (the message hub's ``HistoryBuffer`` objects, numpy arrays and scalars), so resuming would fail. Only files of
+    our own work dirs (or checkpoints the user passes on purpose) are loaded this way.
+    """
+    path = Path(filename).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def trust_local_checkpoints() -> None:
+    """Make mmengine load local checkpoint files (resume, ``load_from``) with :func:`load_from_local_trusted`."""
+    CheckpointLoader.register_scheme(prefixes="", loader=load_from_local_trusted, force=True)
+
+
+def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
+          resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
+          prepared_dir: str | None = None, img_root: str | None = None) -> Runner:
+    """Train ``config`` and return the finished runner (its ``model`` holds the trained weights)."""
+    cfg = load_config(config, work_dir, cfg_options, resume, amp, launcher, seed, prepared_dir, img_root)
+    check_data(cfg)
+    trust_local_checkpoints()
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.train", description=__doc__.split("\n\n")[0],
+        epilog=f"available configs: {', '.join(available_configs()) or '(none)'}")
+    parser.add_argument("config", help="config file or name in configs/ (e.g. r50_tsd, mini_tsd)")
+    parser.add_argument("--work-dir", help="output folder (default work/models/CONFIG_NAME)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the work dir's last checkpoint (model, optimizer, scheduler, iteration); "
+                             "starts afresh when there is none")
+    parser.add_argument("--amp", action="store_true", help="mixed-precision training (GPU only)")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="distributed launcher: none (one process), pytorch (torchrun), slurm (srun)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config's randomness.seed)")
+    parser.add_argument("--prepared-dir", help="`make prepare` output to train on (replaces the config's "
+                                               "prepared_dir, default work/prepared)")
+    parser.add_argument("--img-root", help="folder holding the train/ and validation/ image folders "
+                                           "(replaces the config's img_root)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                        help="override config entries, e.g. train_dataloader.batch_size=4 train_cfg.max_iters=200")
+    args = parser.parse_args(argv)
+    if args.launcher == "pytorch" and "LOCAL_RANK" not in os.environ:
+        parser.error("--launcher pytorch must be started by torchrun (LOCAL_RANK is not set)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    train(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher, args.seed,
+          args.prepared_dir, args.img_root)
+
+
+if __name__ == "__main__":
+    main()
