@@ -16,6 +16,7 @@ Usage: python bench/tsd_head.py [--num-classes 500] [--repeats 3] [--threads 1] 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -33,6 +34,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.structures import InstanceData  # noqa: E402
 from pipeline.ops import deform_roi_pool_levels  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules()
+    MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init report
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.num_classes} classes, "
           f"{args.train_rois} train / {args.test_rois} test RoIs, median of {args.repeats}")
 

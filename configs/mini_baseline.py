@@ -1,9 +1,9 @@
-# The bundled mini dataset (`make mini`, 13 classes, 128-192 px images): a sibling-head Faster R-CNN small enough
+# The bundled mini dataset (data_prep.mini: 13 classes, 128-192 px images): a sibling-head Faster R-CNN small enough
 # to learn from random initialisation on 2 CPU cores in minutes. Settings measured to learn fastest: ResNet-18
 # with 16 base channels, nothing frozen and BN trained; FPN 64 channels; one anchor scale; fc 256; 128 sampled RoIs;
 # 300/100 proposals; native image size with flip; batch 8; SGD 0.04 with a 100-iteration warm-up and then a
-# constant rate; grad clip 10; 300 iterations (mini_tsd reaches validation mAP@0.5 0.89). For CPU speed: 1000 RPN boxes per level into NMS and RoIAlign with
-# 2x2 samples per bin (as the original TSD code).
+# constant rate; grad clip 10; 300 iterations (mini_tsd reaches validation mAP@0.5 0.89). For CPU speed: 1000
+# RPN boxes per level into NMS and RoIAlign with 2x2 samples per bin (as in the original TSD code).
 _base_ = [
     './_base_/models/faster_rcnn_r50_fpn.py',
     './_base_/datasets/openimages_challenge.py',
