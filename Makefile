@@ -37,6 +37,7 @@ SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
 PYTEST_ARGS ?=
 DEMO_MODELS ?= mini_tsd mini_baseline
 
+TRAIN_DATA  := --prepared-dir $(PREPARED) --img-root $(DATA)
 ifeq ($(RESUME),1)
 TRAIN_RESUME := --resume
 endif
@@ -76,14 +77,14 @@ prepare: $(STAMP) $(DATA_READY) ## DATA (official CSVs + hierarchy) -> WORK/prep
 
 train: $(STAMP) ## train MODEL (GPUS=N uses torchrun; RESUME=1; CFG_OPTIONS='k=v ...')
 ifeq ($(GPUS),1)
-	$(PY) -m pipeline.train $(CONFIG) --work-dir $(WORK)/models/$(MODEL) $(TRAIN_RESUME) $(TRAIN_CFG)
+	$(PY) -m pipeline.train $(CONFIG) --work-dir $(WORK)/models/$(MODEL) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
 else
 	$(VENV)/bin/torchrun --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
-		--work-dir $(WORK)/models/$(MODEL) $(TRAIN_RESUME) $(TRAIN_CFG)
+		--work-dir $(WORK)/models/$(MODEL) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
 endif
 
 train-slurm: $(STAMP) ## train MODEL on Slurm (PARTITION, GPUS)
-	bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(WORK)/models/$(MODEL) $(GPUS)
+	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(WORK)/models/$(MODEL) $(GPUS) $(TRAIN_DATA)
 
 infer: $(STAMP) ## TTA predictions of MODEL (CKPT) on SPLIT, shard SHARD=k/N -> WORK/predictions
 	@test -n "$(CKPT)" || { echo "no checkpoint for $(MODEL): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 1; }

@@ -14,6 +14,8 @@ prepared_dir = 'work/prepared'
 img_root = 'data/mini'
 num_classes = 13
 max_iters = 300
+# test-time augmentation of `make infer`: short sides (the images are 128-192 px), each also flipped
+tta_scales = [160, 224]
 
 model = dict(
     backbone=dict(

@@ -3,4 +3,4 @@
 Importing the package registers everything with mmdet's registries; configs load it with
 ``custom_imports = dict(imports=['pipeline'], allow_failed_imports=False)``.
 """
-from . import datasets, models  # noqa: F401  (registration side effects)
+from . import datasets, evaluation, models  # noqa: F401  (registration side effects)

@@ -22,9 +22,8 @@ OUR_DATASETS = ("OpenImagesPreparedDataset",)
 
 
 def available_configs(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of the runnable configs (``configs/**/*.py`` outside ``_base_``), relative and without ``.py``."""
-    return sorted(str(p.relative_to(config_dir).with_suffix("")) for p in config_dir.rglob("*.py")
-                  if "_base_" not in p.relative_to(config_dir).parts)
+    """Names of the runnable model configs: the ``configs/*.py`` files (shared pieces live in ``_base_/``)."""
+    return sorted(p.stem for p in config_dir.glob("*.py"))
 
 
 def resolve_config(config: str | Path, config_dir: Path = CONFIG_DIR) -> Path:
@@ -153,7 +152,11 @@ def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: d
           resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
           prepared_dir: str | None = None, img_root: str | None = None) -> Runner:
     """Train ``config`` and return the finished runner (its ``model`` holds the trained weights)."""
-    cfg = load_config(config, work_dir, cfg_options, resume, amp, launcher, seed, prepared_dir, img_root)
+    return run(load_config(config, work_dir, cfg_options, resume, amp, launcher, seed, prepared_dir, img_root))
+
+
+def run(cfg: Config) -> Runner:
+    """Train a loaded config (see :func:`load_config`) and return the finished runner."""
     check_data(cfg)
     trust_local_checkpoints()
     os.makedirs(cfg.work_dir, exist_ok=True)
@@ -164,7 +167,9 @@ def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: d
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.train", description=__doc__.split("\n\n")[0],
+        prog="python -m pipeline.train",
+        description="Train a detector from a config with mmengine's Runner; the work dir receives the resolved "
+                    "config, checkpoints (iter_*.pth / epoch_*.pth, last_checkpoint) and logs.",
         epilog=f"available configs: {', '.join(available_configs()) or '(none)'}")
     parser.add_argument("config", help="config file or name in configs/ (e.g. r50_tsd, mini_tsd)")
     parser.add_argument("--work-dir", help="output folder (default work/models/CONFIG_NAME)")
@@ -189,8 +194,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    train(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher, args.seed,
-          args.prepared_dir, args.img_root)
+    try:
+        cfg = load_config(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher,
+                          args.seed, args.prepared_dir, args.img_root)
+        check_data(cfg)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
+        raise SystemExit(f"error: {error}") from None
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 import pipeline  # noqa: F401  (registers the plugin)
-from pipeline.train import (CONFIG_DIR, available_configs, check_data, load_config, parse_args,
+from pipeline.train import (CONFIG_DIR, available_configs, check_data, load_config, main, parse_args,
                             resolve_config, set_data_paths)
 
 CONFIGS = available_configs()
@@ -195,6 +195,8 @@ def test_missing_config_lists_the_available_ones():
         resolve_config("r51_tsd")
     assert "r51_tsd" in str(error.value) and "r50_tsd" in str(error.value) and "mini_tsd" in str(error.value)
     assert resolve_config("mini_tsd") == CONFIG_DIR / "mini_tsd.py"
+    with pytest.raises(SystemExit, match="error: config not found: r51_tsd; available configs .*r50_tsd"):
+        main(["r51_tsd"])
 
 
 def test_cli_arguments():

@@ -12,7 +12,6 @@ image (and so its size) is loaded.
 from __future__ import annotations
 
 import copy
-import csv
 import os.path as osp
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
+
+from data_prep import formats
 
 GROUP_OF_MODES = ("ignore", "keep", "drop")
 
@@ -34,16 +35,8 @@ def read_classes(prepared_dir: str | Path) -> tuple[list[str], list[str]]:
     path = Path(prepared_dir) / "classes.csv"
     if not path.is_file():
         raise _missing_prepared(path)
-    mids, names = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise ValueError(f"{path}, line {line_no}: expected 'MID,DisplayName', got {row!r}")
-            mids.append(row[0])
-            names.append(row[1])
-    return mids, names
+    rows = formats.read_classes(path)
+    return [mid for mid, _ in rows], [name for _, name in rows]
 
 
 def check_num_classes(prepared_dir: str | Path, num_classes: int) -> None:
