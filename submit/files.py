@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep import formats
 from submit.parse import LINE_OK, line_problem, parse_submission_bytes
 
 PREDICTION_COLUMNS = ["ImageID", "LabelName", "Score", "XMin", "YMin", "XMax", "YMax"]
@@ -67,19 +68,7 @@ def read_bytes(path: str | Path) -> bytes:
 
 def read_classes(path: str | Path) -> pd.DataFrame:
     """The class file (no header, ``MID,DisplayName``; row order = class order) as columns MID, DisplayName."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class file not found: {path}")
-    classes = pd.read_csv(path, header=None, names=["MID", "DisplayName"], dtype=str, keep_default_na=False)
-    if classes.empty:
-        raise ValueError(f"{path}: the class file is empty")
-    bad = classes.index[~classes["MID"].str.startswith("/")]
-    if len(bad):
-        raise ValueError(f"{path}, line {bad[0] + 1}: {classes['MID'][bad[0]]!r} is not a MID (expected '/m/...')")
-    dup = classes.index[classes["MID"].duplicated()]
-    if len(dup):
-        raise ValueError(f"{path}, line {dup[0] + 1}: MID {classes['MID'][dup[0]]} listed twice")
-    return classes
+    return pd.DataFrame(formats.read_classes(Path(path)), columns=["MID", "DisplayName"])
 
 
 def read_image_ids(path: str | Path) -> list[str]:
