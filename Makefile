@@ -1,6 +1,8 @@
 # oid-tsd: Open Images Challenge 2019 detection with TSD, one target per stage.
-# Every variable defaults to the bundled mini dataset, so each target runs out of the box.
-#   make prepare -> make train -> make infer -> make ensemble -> make submission / make evaluate
+#   make prepare DATA=DIR -> make train -> make infer -> make ensemble -> make submission / make evaluate
+# DATA is named once, at `make prepare`: each dataset gets its own work folder WORK (work/<name of DATA>), prepare
+# records the raw paths in WORK/prepared/sources.mk and marks WORK as the current one (work/CURRENT), and every
+# later target reads both. A variable given on the command line always wins. Without any, the bundled mini dataset.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -9,35 +11,66 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-DATA        ?= data/mini
-WORK        ?= work
+WORK_ROOT   ?= work
+ifneq ($(origin DATA),undefined)
+WORK        ?= $(WORK_ROOT)/$(notdir $(patsubst %/,%,$(DATA)))
+endif
+WORK        ?= $(or $(shell cat $(WORK_ROOT)/CURRENT 2>/dev/null),$(WORK_ROOT)/mini)
 PREPARED    ?= $(WORK)/prepared
+-include $(PREPARED)/sources.mk
+DATA        ?= data/mini
+IMAGES_ROOT ?= $(DATA)
+VAL_BOXES   ?= $(DATA)/challenge-2019-validation-detection-bbox.csv
+VAL_LABELS  ?= $(DATA)/challenge-2019-validation-detection-human-imagelabels.csv
+SAMPLE_SUBMISSION ?= $(DATA)/sample_submission.csv
+CLASSES     ?= $(PREPARED)/classes.csv
+HIERARCHY   ?= $(PREPARED)/hierarchy.json
+REMEMBER    ?= 1
 PREPARE_OPTS?=
 COCO_SPLITS ?=
+
+CONFIGS     ?= configs
 MODEL       ?= mini_tsd
-CONFIG      ?= configs/$(MODEL).py
+CONFIG      ?= $(CONFIGS)/$(MODEL).py
+EXPERT      ?=
+ADAPT_CLASSES ?= 0
+# An expert (EXPERT=NAME) trains on the prepared class group WORK/prepared/experts/NAME, with its own class count,
+# into WORK/models/MODEL-NAME, and predicts that group's MIDs.
+ifneq ($(EXPERT),)
+TRAIN_PREPARED := $(PREPARED)/experts/$(EXPERT)
+RUN_NAME    := $(MODEL)-$(EXPERT)
+ADAPT_CLASSES := 1
+else
+TRAIN_PREPARED := $(PREPARED)
+RUN_NAME    := $(MODEL)
+endif
+MODEL_DIR   ?= $(WORK)/models/$(RUN_NAME)
 GPUS        ?= 1
 RESUME      ?= 0
 CFG_OPTIONS ?=
 PARTITION   ?= gpu
-CKPT        ?= $(shell cat $(WORK)/models/$(MODEL)/last_checkpoint 2>/dev/null)
+CKPT        ?= $(shell cat $(MODEL_DIR)/last_checkpoint 2>/dev/null)
 SPLIT       ?= validation
-IMAGES      ?= $(DATA)/$(SPLIT)
+IMAGES      ?= $(IMAGES_ROOT)/$(SPLIT)
+PREDICTIONS ?= $(WORK)/predictions/$(RUN_NAME)/$(SPLIT)
 SHARD       ?= 0/1
+SHARDS      ?= 8
 INFER_OPTS  ?= --keep-variants
+ifeq ($(DATA),data/mini)
 RECIPE      ?= configs/ensemble/mini.yaml
+else
+RECIPE      ?= configs/ensemble/challenge.yaml
+endif
 RECIPE_NAME := $(basename $(notdir $(RECIPE)))
 JOBS        ?= 2
-CLASSES     ?= $(DATA)/challenge-2019-classes-description-500.csv
-HIERARCHY   ?= $(DATA)/challenge-2019-label500-hierarchy.json
-VAL_BOXES   ?= $(DATA)/challenge-2019-validation-detection-bbox.csv
-VAL_LABELS  ?= $(DATA)/challenge-2019-validation-detection-human-imagelabels.csv
-TEST_IMAGES ?= $(DATA)/sample_submission.csv
 SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
+EVAL_DIR    ?= $(WORK)/eval/$(RECIPE_NAME)
 PYTEST_ARGS ?=
+DEMO_WORK   ?= $(WORK_ROOT)/demo
 DEMO_MODELS ?= mini_tsd mini_baseline
 
-TRAIN_DATA  := --prepared-dir $(PREPARED) --img-root $(DATA)
+TRAIN_DATA  := --prepared-dir $(TRAIN_PREPARED) --img-root $(IMAGES_ROOT) $(if $(filter 1,$(ADAPT_CLASSES)),--adapt-classes)
+INFER_ARGS   = --split $(SPLIT) --images $(IMAGES) --classes $(TRAIN_PREPARED)/classes.csv $(INFER_OPTS)
 ifeq ($(RESUME),1)
 TRAIN_RESUME := --resume
 endif
@@ -45,11 +78,12 @@ ifneq ($(strip $(CFG_OPTIONS)),)
 TRAIN_CFG := --cfg-options $(CFG_OPTIONS)
 endif
 
-.PHONY: help install mini prepare train train-slurm infer ensemble submission evaluate demo test bench clean
+.PHONY: help install mini prepare train train-slurm infer infer-slurm ensemble submission evaluate demo test bench clean
 
-help: ## list the targets and the variables they read
+help: ## list the targets, what each reads and writes, and the current dataset
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Variables: DATA=$(DATA) WORK=$(WORK) MODEL=$(MODEL) GPUS=$(GPUS) SPLIT=$(SPLIT) SHARD=$(SHARD) RECIPE=$(RECIPE)"
+	@echo "Current dataset: DATA=$(DATA) WORK=$(WORK) (PREPARED=$(PREPARED))"
+	@echo "Defaults: MODEL=$(MODEL) SPLIT=$(SPLIT) GPUS=$(GPUS) SHARD=$(SHARD) RECIPE=$(RECIPE)"
 
 install: $(STAMP) ## create .venv: torch, mmcv (full build with ops), mmdet 3.3, the project
 $(STAMP): pyproject.toml
@@ -72,47 +106,57 @@ data/mini/sample_submission.csv: data_prep/mini.py | $(STAMP)
 	$(PY) -m data_prep.mini --out data/mini
 endif
 
-prepare: $(STAMP) $(DATA_READY) ## DATA (official CSVs + hierarchy) -> WORK/prepared (Parquet, sampling index, COCO)
-	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) $(if $(COCO_SPLITS),--coco-splits $(COCO_SPLITS)) $(PREPARE_OPTS)
-
-train: $(STAMP) ## train MODEL (GPUS=N uses torchrun; RESUME=1; CFG_OPTIONS='k=v ...')
-ifeq ($(GPUS),1)
-	$(PY) -m pipeline.train $(CONFIG) --work-dir $(WORK)/models/$(MODEL) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
-else
-	$(VENV)/bin/torchrun --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
-		--work-dir $(WORK)/models/$(MODEL) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
+prepare: $(STAMP) $(DATA_READY) ## reads DATA (CSVs, hierarchy) -> writes WORK/prepared (Parquet, sources.mk)
+	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) $(if $(COCO_SPLITS),--coco-splits $(COCO_SPLITS)) \
+		$(PREPARE_OPTS)
+ifeq ($(REMEMBER),1)
+	mkdir -p $(WORK_ROOT) && echo "$(WORK)" > $(WORK_ROOT)/CURRENT
 endif
 
-train-slurm: $(STAMP) ## train MODEL on Slurm (PARTITION, GPUS)
-	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(WORK)/models/$(MODEL) $(GPUS) $(TRAIN_DATA)
+train: $(STAMP) ## reads WORK/prepared + images -> writes WORK/models/MODEL (GPUS=N torchrun; RESUME=1; EXPERT=NAME)
+ifeq ($(GPUS),1)
+	$(PY) -m pipeline.train $(CONFIG) --work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
+else
+	$(VENV)/bin/torchrun --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
+		--work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
+endif
 
-infer: $(STAMP) ## TTA predictions of MODEL (CKPT) on SPLIT, shard SHARD=k/N -> WORK/predictions
-	@test -n "$(CKPT)" || { echo "no checkpoint for $(MODEL): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 1; }
-	$(PY) -m pipeline.infer $(CONFIG) $(CKPT) --split $(SPLIT) --images $(IMAGES) --shard $(SHARD) \
-		--classes $(PREPARED)/classes.csv --out $(WORK)/predictions/$(MODEL)/$(SPLIT) $(INFER_OPTS)
+train-slurm: $(STAMP) ## as train, on Slurm (srun, PARTITION, GPUS)
+	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) \
+		$(TRAIN_RESUME) $(TRAIN_CFG)
 
-ensemble: $(STAMP) ## fuse the predictions named by RECIPE on SPLIT -> WORK/ensemble
-	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --jobs $(JOBS)
+infer: $(STAMP) ## reads WORK/models/MODEL + SPLIT images -> writes WORK/predictions/MODEL/SPLIT (SHARD=k/N; EXPERT=NAME)
+	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
+	$(PY) -m pipeline.infer $(CONFIG) $(CKPT) --shard $(SHARD) --out $(PREDICTIONS) $(INFER_ARGS)
 
-submission: $(STAMP) ## Kaggle CSV from the RECIPE's test predictions, validated
+infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); waits, checks the shard set
+	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
+	PYTHON=$(PY) bash tools/slurm_infer.sh $(PARTITION) $(SHARDS) $(PREDICTIONS) $(CONFIG) $(CKPT) $(INFER_ARGS)
+
+ensemble: $(STAMP) ## reads WORK/predictions named by RECIPE on SPLIT -> writes WORK/ensemble/RECIPE/SPLIT
+	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --prepared $(PREPARED) --jobs $(JOBS)
+
+submission: $(STAMP) ## reads WORK/ensemble/RECIPE/test -> writes WORK/submission/RECIPE.csv, validated
 	$(PY) -m submit --predictions $(WORK)/ensemble/$(RECIPE_NAME)/test/predictions.parquet \
-		--images $(TEST_IMAGES) --out $(SUBMISSION)
-	$(PY) -m submit.validate $(SUBMISSION) --classes $(CLASSES) --images $(TEST_IMAGES)
+		--images $(SAMPLE_SUBMISSION) --out $(SUBMISSION)
+	$(PY) -m submit.validate $(SUBMISSION) --classes $(CLASSES) --images $(SAMPLE_SUBMISSION)
 
-evaluate: $(STAMP) ## official Challenge 2019 metric of the RECIPE's validation predictions
+evaluate: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + validation CSVs -> mAP, WORK/eval/RECIPE
 	$(PY) -m submit.score --submission $(WORK)/ensemble/$(RECIPE_NAME)/validation/predictions.parquet \
 		--boxes $(VAL_BOXES) --labels $(VAL_LABELS) --hierarchy $(HIERARCHY) --classes $(CLASSES) \
-		--per-class $(WORK)/eval/$(RECIPE_NAME)/per_class.csv --plot $(WORK)/eval/$(RECIPE_NAME)/per_class.png
+		--per-class $(EVAL_DIR)/per_class.csv --plot $(EVAL_DIR)/per_class.png
 
-demo: $(STAMP) $(DATA_READY) ## the whole pipeline on the mini dataset, ending in one results table
-	$(MAKE) --no-print-directory prepare
-	for m in $(DEMO_MODELS); do $(MAKE) --no-print-directory train MODEL=$$m || exit 1; done
+# The demo runs in its own work folder (DEMO_WORK) and leaves work/CURRENT alone.
+DEMO_MAKE = $(MAKE) --no-print-directory DATA=data/mini WORK=$(DEMO_WORK) REMEMBER=0
+demo: $(STAMP) ## the whole pipeline on the mini dataset in DEMO_WORK, ending in one results table
+	$(DEMO_MAKE) prepare
+	for m in $(DEMO_MODELS); do $(DEMO_MAKE) train MODEL=$$m || exit 1; done
 	for m in $(DEMO_MODELS); do for s in validation test; do \
-		$(MAKE) --no-print-directory infer MODEL=$$m SPLIT=$$s || exit 1; done; done
-	for s in validation test; do $(MAKE) --no-print-directory ensemble SPLIT=$$s || exit 1; done
-	$(MAKE) --no-print-directory submission
-	$(MAKE) --no-print-directory evaluate
-	$(PY) tools/demo_report.py --data $(DATA) --work $(WORK) --models $(DEMO_MODELS) --recipe $(RECIPE_NAME)
+		$(DEMO_MAKE) infer MODEL=$$m SPLIT=$$s || exit 1; done; done
+	for s in validation test; do $(DEMO_MAKE) ensemble SPLIT=$$s || exit 1; done
+	$(DEMO_MAKE) submission
+	$(DEMO_MAKE) evaluate
+	$(PY) tools/demo_report.py --work $(DEMO_WORK) --models $(DEMO_MODELS) --recipe mini
 
 test: $(STAMP) ## the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -123,5 +167,5 @@ bench: $(STAMP) ## the benchmarks (tables; see README)
 	$(PY) bench/tsd_head.py
 	$(PY) bench/prepare.py
 
-clean: ## remove generated data and work dirs (not .venv)
-	rm -rf $(WORK) data/mini
+clean: ## remove generated data and work folders (not .venv)
+	rm -rf $(WORK_ROOT) data/mini

@@ -7,7 +7,7 @@ or an ancestor). Times, in one run:
     checking it (subprocesses, end to end);
   - ``python -m submit.score`` end to end from the CSV and from the Parquet (subprocess; after a small warm-up run
     that fills numba's cache);
-  - ``submit.metric.evaluate_expanded`` and mmdet's ``eval_map(..., use_group_of=True, ioa_thr=0.5)`` on the first
+  - ``contracts.metric.evaluate_expanded`` and mmdet's ``eval_map(..., use_group_of=True, ioa_thr=0.5)`` on the first
     ``--mmdet-images`` images, fed the same expanded ground truth and the detections of verified classes (mmdet does
     not know verified classes); mmdet's full-size time is extrapolated linearly from that subset.
 
@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_prep.hierarchy import Hierarchy  # noqa: E402
-from submit.metric import _select_detections, evaluate_expanded, expand_ground_truth  # noqa: E402
+from contracts.hierarchy import Hierarchy  # noqa: E402
+from contracts.metric import _select_detections, evaluate_expanded, expand_ground_truth  # noqa: E402
 
 METADATA = REPO / "data_prep" / "metadata"
 CLASSES = METADATA / "challenge-2019-classes-description-500.csv"

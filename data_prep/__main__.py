@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .formats import DataError
+from contracts.cli import entry_point
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -17,6 +17,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "class_index.parquet.")
     p.add_argument("--data-dir", required=True, help="folder with the raw class, hierarchy, box and label files")
     p.add_argument("--out-dir", required=True, help="output folder (written atomically; reruns are byte-identical)")
+    p.add_argument("--splits", default="train,validation", metavar="SPLITS",
+                   help="comma-separated splits to prepare (default train,validation); each needs its box file, "
+                        "a missing one is an error")
     p.add_argument("--expand-boxes", action="store_true",
                    help="add one copy of each box per ancestor class (IsExpanded=1)")
     p.add_argument("--expert-groups", metavar="FILE",
@@ -38,25 +41,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@entry_point
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.workers is not None:
         if args.workers < 1:
-            print("error: --workers must be at least 1", file=sys.stderr)
-            return 2
+            raise ValueError("--workers must be at least 1")
         import pyarrow
 
         pyarrow.set_cpu_count(args.workers)
     from .prepare import format_summary, run_prepare
 
-    splits = tuple(s.strip() for s in args.coco_splits.split(",") if s.strip())
-    try:
-        summary = run_prepare(args.data_dir, args.out_dir, coco_splits=splits, expand_boxes=args.expand_boxes,
-                              expert_groups=args.expert_groups, strict=args.strict, images_root=args.images_root,
-                              workers=args.workers, progress=not args.quiet)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(s.strip() for s in text.split(",") if s.strip())
+
+    summary = run_prepare(args.data_dir, args.out_dir, split_names=names(args.splits),
+                          coco_splits=names(args.coco_splits), expand_boxes=args.expand_boxes,
+                          expert_groups=args.expert_groups, strict=args.strict, images_root=args.images_root,
+                          workers=args.workers, progress=not args.quiet)
     print(format_summary(summary))
     print(f"wrote {args.out_dir}")
     return 0

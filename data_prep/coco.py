@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .formats import DataError
+from contracts.files import DataError
 
 SIZE_CHUNK = 2000
 

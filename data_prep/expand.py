@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hierarchy import Hierarchy
+from contracts.hierarchy import Hierarchy
 
 
 @dataclass(frozen=True)

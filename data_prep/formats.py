@@ -8,8 +8,6 @@ Line numbers are 1-based with the header on line 1.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
+
+from contracts.files import DataError, open_text
 
 SPLITS = ("train", "validation")
 
@@ -72,10 +72,6 @@ LABEL_REASONS = (UNKNOWN_MID, BAD_CONFIDENCE, MISSING_IMAGE, DUPLICATE)
 EXAMPLE_LINES = 5
 
 
-class DataError(ValueError):
-    """A raw input file is missing, empty or malformed (the message names the file, and the line if it applies)."""
-
-
 class RowError(DataError):
     """A row-level problem found with ``strict``: names the file, the line and the offending value."""
 
@@ -104,8 +100,9 @@ def find_file(data_dir: Path, names: Sequence[str]) -> tuple[Path | None, list[P
     return (found[0] if found else None), found
 
 
-def discover(data_dir: str | Path) -> DataFiles:
-    """Locate the class file, hierarchy and per-split box / image-label / polygon files by their official names."""
+def discover(data_dir: str | Path, splits: Sequence[str] = SPLITS) -> DataFiles:
+    """Locate the class file, hierarchy and the box / image-label / polygon files of ``splits`` by their official
+    names; a split without its box file is an error."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data directory not found: {data_dir}")
@@ -121,34 +118,26 @@ def discover(data_dir: str | Path) -> DataFiles:
 
     classes = required(CLASS_FILES, "class file")
     hierarchy = required(HIERARCHY_FILES, "hierarchy file")
-    splits: dict[str, SplitFiles] = {}
-    for split in SPLITS:
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise DataError(f"unknown split(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SPLITS)}")
+    found_splits: dict[str, SplitFiles] = {}
+    for split in splits:
         boxes, found = find_file(data_dir, BOX_FILES[split])
         if boxes is None:
-            notes.append(f"{split}: no box file ({' / '.join(BOX_FILES[split])}): split skipped")
-            continue
+            raise DataError(f"{data_dir}: no {split} box file found; expected one of: {', '.join(BOX_FILES[split])} "
+                            f"(plain or .gz); --splits names the splits to prepare")
         if len(found) > 1:
             notes.append(f"{split}: using {boxes.name} (also present: {', '.join(p.name for p in found[1:])})")
         labels, _ = find_file(data_dir, LABEL_FILES[split])
         if labels is None:
             notes.append(f"{split}: no image-label file: the split has no image labels")
         polygons, _ = find_file(data_dir, POLYGON_FILES[split])
-        splits[split] = SplitFiles(boxes, labels, polygons)
-    if not splits:
-        names = [n for split in SPLITS for n in BOX_FILES[split]]
-        raise DataError(f"{data_dir}: no box file found; expected at least one of: {', '.join(names)}")
-    return DataFiles(classes, hierarchy, splits, notes)
+        found_splits[split] = SplitFiles(boxes, labels, polygons)
+    return DataFiles(classes, hierarchy, found_splits, notes)
 
 
 # ----------------------------------------------------------------------------------------------- small files
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzipped text file (UTF-8, BOM tolerated, universal newlines)."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
 def read_header(path: Path) -> list[str]:
@@ -171,35 +160,6 @@ def detect_format(path: Path, headers: dict[str, list[str]], what: str) -> str:
             return name
     expected = "; ".join(f"{name}: {','.join(cols)}" for name, cols in headers.items())
     raise DataError(f"{path}: line 1: unexpected {what} header {','.join(header)!r}; expected one of: {expected}")
-
-
-def read_classes(path: Path) -> list[tuple[str, str]]:
-    """The class file (no header, ``MID,DisplayName`` per row; row order is the class order)."""
-    out: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    with open_text(path) as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 2 or not row[0].strip():
-                raise DataError(f"{path}: line {line}: expected 'MID,DisplayName', got {','.join(row)!r}")
-            mid, name = row[0].strip(), row[1].strip()
-            if mid in seen:
-                raise DataError(f"{path}: line {line}: MID {mid} repeats line {seen[mid]}")
-            seen[mid] = line
-            out.append((mid, name))
-    if not out:
-        raise DataError(f"{path}: empty file (no classes)")
-    return out
-
-
-def read_text_bytes(path: Path) -> bytes:
-    """The (decompressed) bytes of a small file."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        return f.read()
 
 
 def list_images(folder: Path) -> pa.Array:

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from data_prep.hierarchy import Hierarchy
+from contracts.hierarchy import Hierarchy
 
 METADATA = Path(__file__).resolve().parent / "metadata"
 REAL_CLASSES = METADATA / "challenge-2019-classes-description-500.csv"

@@ -24,16 +24,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from contracts.classes import read_classes
+from contracts.files import DataError, read_bytes
+from contracts.hierarchy import Hierarchy
+
 from . import formats
 from .coco import export_coco
 from .expand import ExpandedLabels, Relatives, expand_image_labels, sorted_unique
-from .formats import DataError, SplitFiles
-from .hierarchy import Hierarchy
+from .formats import SplitFiles
+from .sources import SOURCES_JSON, SOURCES_MK, record_sources, write_sources
 
 BOX_COLUMNS = ("XMin", "YMin", "XMax", "YMax")
 FLAG_COLUMNS = ("IsGroupOf", "IsOccluded", "IsTruncated", "IsDepiction", "IsInside")
 # Every top-level entry this stage owns in the output directory (entries not produced by a run are removed).
-MANAGED = ("classes.csv", "hierarchy.json", "summary.json", *formats.SPLITS, "experts", "coco")
+MANAGED = ("classes.csv", "hierarchy.json", "summary.json", SOURCES_JSON, SOURCES_MK, *formats.SPLITS, "experts",
+           "coco")
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=False, write_statistics=True,
                        version="2.6", data_page_version="1.0", row_group_size=1 << 20)
 
@@ -263,7 +268,8 @@ def publish(tmp: Path, out: Path) -> None:
 # ----------------------------------------------------------------------------------------------- entry point
 
 
-def run_prepare(data_dir: str | Path, out_dir: str | Path, *, coco_splits: Sequence[str] = (),
+def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Sequence[str] = formats.SPLITS,
+                coco_splits: Sequence[str] = (),
                 expand_boxes: bool = False, expert_groups: str | Path | None = None, strict: bool = False,
                 images_root: str | Path | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Prepare the annotations of ``data_dir`` into ``out_dir`` (see docs/artifacts.md) and return the summary.
@@ -271,17 +277,18 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, coco_splits: Seque
     ``coco_splits`` also writes ``coco/{split}.json`` (image sizes read from ``images_root/{split}`` with
     ``workers`` processes); ``expert_groups`` (CSV ``group,MID`` or YAML) writes ``experts/{group}/``; ``strict``
     turns the first bad row into a :class:`formats.RowError`; ``images_root`` (default ``data_dir``) holds
-    ``{split}/<ImageID>.jpg``."""
+    ``{split}/<ImageID>.jpg``; ``split_names`` are the splits to prepare (each must have its box file). The raw paths
+    are recorded in ``sources.json`` / ``sources.mk`` (``data_prep.sources``)."""
     if isinstance(coco_splits, str):
         coco_splits = tuple(s for s in coco_splits.split(",") if s)
     data_dir = Path(data_dir)
     out_dir = Path(out_dir)
     images_root = Path(images_root) if images_root is not None else data_dir
-    files = formats.discover(data_dir)
+    files = formats.discover(data_dir, split_names)
     notes = list(files.notes)
-    class_rows = formats.read_classes(files.classes)
-    classes = [mid for mid, _ in class_rows]
-    hierarchy_json = formats.read_text_bytes(files.hierarchy)
+    class_list = read_classes(files.classes)
+    class_rows, classes = list(zip(class_list.mids, class_list.names)), list(class_list.mids)
+    hierarchy_json = read_bytes(files.hierarchy)
     try:
         hierarchy = Hierarchy.from_json(json.loads(hierarchy_json))
     except json.JSONDecodeError as e:
@@ -333,6 +340,7 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, coco_splits: Seque
                         workers=workers, progress=progress)
         summary["notes"] = notes
         write_prepared(tmp, class_rows, hierarchy_json, splits, summary, progress=progress)
+        write_sources(record_sources(files, data_dir, images_root), tmp)
         publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

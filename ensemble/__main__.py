@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from contracts.cli import entry_point
+
 from .recipe import load_recipe
 from .runner import run_ensemble
 
@@ -14,27 +16,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fuse the predictions of several models image by image (WBF, NMS, Soft-NMS or adj-NMS), copy "
                     "each fused box to every ancestor class of the hierarchy, drop low scores, cap the boxes per "
                     "image, and write WORK/ensemble/RECIPE/SPLIT/predictions.parquet.",
-        epilog="Recipe format: see configs/ensemble/mini.yaml and the docstring of ensemble/recipe.py.")
+        epilog="Recipe format: see configs/ensemble/challenge.yaml and the docstring of ensemble/recipe.py.")
     parser.add_argument("--recipe", required=True, help="recipe YAML, e.g. configs/ensemble/mini.yaml; its file "
                                                         "name (without .yaml) names the output folder")
     parser.add_argument("--split", required=True, choices=["validation", "test"], help="which predictions to fuse")
     parser.add_argument("--work", default="work", help="work directory holding predictions/ (default: work)")
+    parser.add_argument("--prepared", help="prepared dataset for the recipe's {prepared} placeholder "
+                                           "(default: WORK/prepared)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("--chunk-images", type=int, default=1000,
                         help="images held in memory at a time (default: 1000); bounds memory on large splits")
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.chunk_images < 1:
         parser.error("--jobs and --chunk-images must be at least 1")
-    try:
-        out = run_ensemble(load_recipe(args.recipe), args.split, work=args.work, jobs=args.jobs,
-                           chunk_images=args.chunk_images)
-    except (FileNotFoundError, ValueError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    out = run_ensemble(load_recipe(args.recipe), args.split, work=args.work, jobs=args.jobs,
+                       chunk_images=args.chunk_images, prepared=args.prepared)
     print(f"wrote {out}")
     return 0
 

@@ -11,7 +11,7 @@ A recipe (``configs/ensemble/NAME.yaml``; NAME names the output folder)::
       iou_thr: 0.55
       skip_box_thr: 0.0
       conf_type: avg
-    hierarchy: data/mini/challenge-2019-label500-hierarchy.json   # absent: no expansion to ancestors
+    hierarchy: "{prepared}/hierarchy.json"   # the prepared dataset's hierarchy; absent: no ancestor copies
     score_thr: 0.001            # drop fused boxes scoring below it (default 0)
     max_per_image: 300          # keep the best rows of each image, ancestor copies included (default: all)
 
@@ -19,15 +19,14 @@ Weights act as in ensemble-boxes: WBF weighs each model's boxes; the NMS family 
 ``score * weight / sum(weights)`` (so with equal weights, scores are divided by the number of inputs: mind
 ``score_thr``).
 
-A path is a Parquet file, a folder of Parquet files (shards) or a glob; ``{work}`` and ``{split}`` are replaced
-by the ``--work`` and ``--split`` values, in ``hierarchy`` too. Relative paths are relative to the current
+A path is a Parquet file, a folder of Parquet files (shards) or a glob; ``{work}``, ``{split}`` and ``{prepared}``
+are replaced by the ``--work``, ``--split`` and ``--prepared`` values (``--prepared`` defaults to
+``{work}/prepared``), in ``hierarchy`` too. Relative paths are relative to the current
 directory (the repository root under ``make``).
 """
 from __future__ import annotations
 
-import glob
 import inspect
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,6 @@ from .wbf import weighted_boxes_fusion
 
 METHODS = {"wbf": weighted_boxes_fusion, "nms": nms, "soft_nms": soft_nms, "adj_nms": adj_nms}
 _KEYS = {"inputs", "method", "params", "hierarchy", "score_thr", "max_per_image"}
-_SHARD = re.compile(r"shard-(\d+)-of-(\d+)\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -93,8 +91,8 @@ def load_recipe(path: str | Path) -> Recipe:
     params = raw.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path}: 'params' must be a mapping, got {params!r}")
-    allowed = set(inspect.signature(METHODS[method]).parameters) - {"boxes_list", "scores_list", "labels_list",
-                                                                     "weights"}
+    # the parameters after the three per-model lists (named boxes_list... for WBF, boxes... for the NMS family)
+    allowed = set(list(inspect.signature(METHODS[method]).parameters)[3:]) - {"weights"}
     if set(params) - allowed:
         raise ValueError(f"{path}: unknown params {sorted(set(params) - allowed)} for {method} "
                          f"(allowed: {sorted(allowed)})")
@@ -117,27 +115,8 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-def expand_placeholders(pattern: str, work: str | Path, split: str) -> str:
-    return pattern.replace("{work}", str(work)).replace("{split}", split)
+def expand_placeholders(pattern: str, work: str | Path, split: str, prepared: str | Path | None = None) -> str:
+    """``pattern`` with ``{work}``, ``{split}`` and ``{prepared}`` (default ``{work}/prepared``) filled in."""
+    prepared = Path(work) / "prepared" if prepared is None else prepared
+    return pattern.replace("{work}", str(work)).replace("{split}", split).replace("{prepared}", str(prepared))
 
-
-def input_files(pattern: str) -> list[Path]:
-    """The Parquet files of one input: a file, the ``*.parquet`` files of a folder, or a glob's matches, sorted.
-    A set of ``shard-K-of-N.parquet`` files must be complete."""
-    path = Path(pattern)
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-    else:
-        files = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
-    if not files:
-        raise FileNotFoundError(f"no Parquet files at {pattern}")
-    shards = [m for m in (_SHARD.search(f.name) for f in files) if m]
-    if shards:
-        totals = {int(m.group(2)) for m in shards}
-        found = {int(m.group(1)) for m in shards}
-        if len(totals) != 1 or found != set(range(totals.pop())):
-            raise FileNotFoundError(f"{pattern}: incomplete or mixed shard set "
-                                    f"({', '.join(m.group(0) for m in shards)})")
-    return files

@@ -7,8 +7,8 @@ fixed-size binary record, into the file of its chunk of images (images numbered 
 read one at a time, sorted by image with numpy, and fused in blocks of images by joblib workers; the results are
 written in image order, so the output does not depend on the number of workers.
 
-Ancestor copies: a fused box of class C is also written once for every ancestor of C (a set, so a class reached
-through several parents, like Animal from Oyster, gets one copy). A copy is written even when fusion already
+Ancestor copies (``contracts.expansion``): a fused box of class C is also written once for every ancestor of C (a
+set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even when fusion already
 produced a box of the ancestor class at the same place: the copy carries the evidence for C, the other box the
 detector's own evidence for the ancestor, and merging them would need one more suppression threshold. The
 metric's greedy matching makes the lower-scored of two duplicates a false positive ranked below the true
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,52 +27,18 @@ import pyarrow.parquet as pq
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from data_prep.hierarchy import Hierarchy
+from contracts.expansion import AncestorExpansion
+from contracts.hierarchy import Hierarchy
+from contracts.predictions import BOX_COLUMNS, COLUMNS, SCHEMA, check_columns, input_files
 
-from .recipe import Recipe, expand_placeholders, input_files
-
-COLUMNS = ["ImageID", "LabelName", "Score", "XMin", "YMin", "XMax", "YMax"]
-OUTPUT_SCHEMA = pa.schema([("ImageID", pa.string()), ("LabelName", pa.string()), ("Score", pa.float32()),
-                           ("XMin", pa.float32()), ("YMin", pa.float32()), ("XMax", pa.float32()),
-                           ("YMax", pa.float32())])
+from .recipe import Recipe, expand_placeholders
 # one prediction row: image and class numbers (positions in the sorted ImageID and MID lists), score, x1 y1 x2 y2
 RECORD = np.dtype([("image", "<i4"), ("label", "<i4"), ("score", "<f4"), ("box", "<f4", (4,))])
 _BATCH_ROWS = 1 << 18
 _FLUSH_ROWS = 1 << 20
 
 
-@dataclass(frozen=True)
-class Expansion:
-    """Ancestors of each class number in CSR form: those of class c are ``indices[indptr[c]:indptr[c + 1]]``."""
-    indptr: np.ndarray
-    indices: np.ndarray
-
-    @classmethod
-    def none(cls, n_classes: int) -> Expansion:
-        return cls(np.zeros(n_classes + 1, np.int64), np.zeros(0, np.int32))
-
-    @classmethod
-    def from_hierarchy(cls, hierarchy: Hierarchy, classes: list[str]) -> Expansion:
-        index = {mid: i for i, mid in enumerate(classes)}
-        ancestors = [sorted(index[a] for a in hierarchy.ancestors(mid)) for mid in classes]
-        indptr = np.zeros(len(classes) + 1, np.int64)
-        indptr[1:] = np.cumsum([len(a) for a in ancestors])
-        return cls(indptr, np.array([a for anc in ancestors for a in anc], np.int32))
-
-    def apply(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each box followed by its ancestor copies: the source row of every output row, and its class."""
-        n_copies = np.diff(self.indptr)[labels]
-        rows = np.repeat(np.arange(len(labels)), 1 + n_copies)
-        # position of each output row within its box's run: 0 = the box itself, k = its k-th ancestor
-        run_start = np.repeat(np.cumsum(1 + n_copies) - (1 + n_copies), 1 + n_copies)
-        within = np.arange(len(rows)) - run_start
-        out = labels[rows].astype(np.int32)
-        copy = within > 0
-        out[copy] = self.indices[self.indptr[labels[rows[copy]]] + within[copy] - 1]
-        return rows, out
-
-
-def fuse_image(recipe: Recipe, expansion: Expansion, image: int, per_model: list[np.ndarray]) -> np.ndarray:
+def fuse_image(recipe: Recipe, expansion: AncestorExpansion, image: int, per_model: list[np.ndarray]) -> np.ndarray:
     """Fuse image number ``image`` (its RECORD rows, one array per model), expand to ancestors, threshold, cap.
 
     Rows come out by score, descending, each fused box followed by its ancestor copies."""
@@ -94,7 +59,7 @@ def fuse_image(recipe: Recipe, expansion: Expansion, image: int, per_model: list
     return out
 
 
-def fuse_block(recipe: Recipe, expansion: Expansion, per_model: list[np.ndarray], first: int,
+def fuse_block(recipe: Recipe, expansion: AncestorExpansion, per_model: list[np.ndarray], first: int,
                stop: int) -> tuple[np.ndarray, int]:
     """Fuse images ``first .. stop - 1`` (per model: their RECORD rows, sorted by image). Returns the output rows
     and the number of images."""
@@ -120,9 +85,7 @@ def scan_inputs(files_per_model: list[list[Path]]) -> tuple[list[str], dict[str,
     for files in files_per_model:
         for path in files:
             parquet = pq.ParquetFile(path)
-            missing = [c for c in COLUMNS if c not in parquet.schema_arrow.names]
-            if missing:
-                raise ValueError(f"{path}: missing columns {missing} (predictions need {COLUMNS})")
+            check_columns(path, parquet.schema_arrow.names)
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["ImageID", "LabelName"]):
                 images.update(pc.unique(_column(batch, "ImageID", path)).to_pylist())
                 for mid in pc.unique(_column(batch, "LabelName", path)).to_pylist():
@@ -136,7 +99,7 @@ def _records(batch: pa.RecordBatch, path: Path, images: pa.Array, classes: pa.Ar
     out["image"] = pc.index_in(_column(batch, "ImageID", path).cast(pa.string()), value_set=images).to_numpy()
     out["label"] = pc.index_in(_column(batch, "LabelName", path).cast(pa.string()), value_set=classes).to_numpy()
     out["score"] = _column(batch, "Score", path).cast(pa.float32()).to_numpy()
-    for k, name in enumerate(COLUMNS[3:]):
+    for k, name in enumerate(BOX_COLUMNS):
         out["box"][:, k] = _column(batch, name, path).cast(pa.float32()).to_numpy()
     bad = ~np.isfinite(out["score"]) | ~np.isfinite(out["box"]).all(axis=1)
     if bad.any():
@@ -165,7 +128,7 @@ def partition(files_per_model: list[list[Path]], images: list[str], classes: lis
                     bar.update(batch.num_rows)
 
 
-def _blocks(recipe: Recipe, expansion: Expansion, spill_dir: Path, n_models: int, n_images: int,
+def _blocks(recipe: Recipe, expansion: AncestorExpansion, spill_dir: Path, n_models: int, n_images: int,
             chunk_images: int, block_images: int):
     """Fusion tasks in image order: chunk by chunk, each chunk sorted by image, cut in blocks of images."""
     for first_image in range(0, n_images, chunk_images):
@@ -186,24 +149,25 @@ def _table(records: np.ndarray, images: pa.Array, classes: pa.Array) -> pa.Table
     columns = [images.take(pa.array(records["image"])), classes.take(pa.array(records["label"])),
                pa.array(records["score"])]
     columns += [pa.array(np.ascontiguousarray(records["box"][:, k])) for k in range(4)]
-    return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def run_ensemble(recipe: Recipe, split: str, work: str | Path = "work", jobs: int = 2, chunk_images: int = 1000,
-                 block_images: int = 100) -> Path:
-    """Run a recipe on one split; returns the path of the written predictions.parquet."""
-    files_per_model = [input_files(expand_placeholders(p, work, split)) for p, _ in recipe.inputs]
+                 block_images: int = 100, prepared: str | Path | None = None) -> Path:
+    """Run a recipe on one split; returns the path of the written predictions.parquet. ``prepared`` fills the
+    recipe's ``{prepared}`` placeholder (default ``{work}/prepared``)."""
+    files_per_model = [input_files(expand_placeholders(p, work, split, prepared)) for p, _ in recipe.inputs]
     images, mids = scan_inputs(files_per_model)
     if recipe.hierarchy is None:
         classes = sorted(mids)
-        expansion = Expansion.none(len(classes))
+        expansion = AncestorExpansion.none(len(classes))
     else:
-        hierarchy = Hierarchy.from_json(expand_placeholders(recipe.hierarchy, work, split))
+        hierarchy = Hierarchy.from_json(expand_placeholders(recipe.hierarchy, work, split, prepared))
         unknown = sorted(set(mids) - hierarchy.mids)
         if unknown:
             raise ValueError(f"{mids[unknown[0]]}: classes not in the hierarchy {recipe.hierarchy}: {unknown[:5]}")
         classes = sorted(set(mids) | hierarchy.mids)
-        expansion = Expansion.from_hierarchy(hierarchy, classes)
+        expansion = AncestorExpansion.from_hierarchy(hierarchy, classes)
 
     out_path = Path(work) / "ensemble" / recipe.name / split / "predictions.parquet"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +181,7 @@ def run_ensemble(recipe: Recipe, split: str, work: str | Path = "work", jobs: in
             tasks = _blocks(recipe, expansion, Path(spill_dir), len(files_per_model), len(images), chunk_images,
                             block_images)
             pending, n_pending = [], 0
-            with pq.ParquetWriter(tmp, OUTPUT_SCHEMA) as writer, \
+            with pq.ParquetWriter(tmp, SCHEMA) as writer, \
                     tqdm(total=len(images), desc=f"ensemble: {recipe.name} {split}", unit="img") as bar, \
                     Parallel(n_jobs=jobs, return_as="generator") as parallel:
                 for records, n_images in parallel(tasks):

@@ -30,22 +30,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contracts.classes import read_classes
+from contracts.cli import INPUT_ERRORS, report_error
+from contracts.files import atomic_output
+from contracts.predictions import SCHEMA, predictions_table, write_predictions
 from data_prep import formats
-from submit.files import atomic_output
 
 MERGE_METHODS = ("wbf", "nms", "soft_nms", "adj_nms")
 MERGED = "merged"
 NO_LONG_CAP = 1 << 30  # a long-side cap no image reaches
 PARTIAL = ".partial"
-PREDICTION_SCHEMA = pa.schema([
-    ("ImageID", pa.string()),
-    ("LabelName", pa.string()),
-    ("Score", pa.float32()),
-    ("XMin", pa.float32()),
-    ("YMin", pa.float32()),
-    ("XMax", pa.float32()),
-    ("YMax", pa.float32()),
-])
 
 
 class Detections(NamedTuple):
@@ -178,25 +172,9 @@ def merge_variants(variants: Sequence[Detections], method: str = "wbf", iou_thr:
 
 
 def detections_table(image_ids: Sequence[str], dets: Sequence[Detections], classes: Sequence[str]) -> pa.Table:
-    """Per-image detections -> a predictions table (docs/artifacts.md), images in the given order."""
-    counts = [len(d.scores) for d in dets]
-    boxes, scores, labels = (np.concatenate(parts) for parts in zip(empty_detections(), *dets))
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise ValueError(f"class index {int(labels.max())} out of range: the class list has {len(classes)} classes")
-    columns = {
-        "ImageID": pa.array(np.repeat(np.asarray(image_ids, dtype=object), counts), pa.string()),
-        "LabelName": pa.array(np.asarray(classes, dtype=object)[labels], pa.string()),
-        "Score": pa.array(scores.astype(np.float32)),
-    }
-    for i, name in enumerate(("XMin", "YMin", "XMax", "YMax")):
-        columns[name] = pa.array(boxes[:, i].astype(np.float32))
-    return pa.table(columns, schema=PREDICTION_SCHEMA)
-
-
-def write_predictions(table: pa.Table, path: Path) -> None:
-    """Write a predictions table atomically (temporary file, then rename): readers never see half a file."""
-    with atomic_output(path) as f:
-        pq.write_table(table.combine_chunks(), f)
+    """Per-image detections -> a predictions table (``contracts.predictions``), images in the given order."""
+    return predictions_table(image_ids, [d.boxes for d in dets], [d.scores for d in dets], [d.labels for d in dets],
+                             classes)
 
 
 def list_images(images_dir: Path, image_list: Path | None = None) -> list[Path]:
@@ -365,7 +343,7 @@ def resolve_classes(classes_file: Path | None, meta: dict, cfg) -> list[str]:
     from pipeline.train import model_num_classes
 
     if classes_file is not None:
-        mids, source = [mid for mid, _ in formats.read_classes(classes_file)], str(classes_file)
+        mids, source = list(read_classes(classes_file).mids), str(classes_file)
     else:
         mids, source = list((meta.get("dataset_meta") or {}).get("mids") or []), "the checkpoint's dataset_meta"
         if not mids:
@@ -497,7 +475,7 @@ def run_shard(out: Path, k: int, num_shards: int, paths: Sequence[Path], predict
 
     for name in names:  # ``merged`` last: its shard file marks the shard as finished
         parts = [pq.read_table(files[name]) for files in chunk_file]
-        table = pa.concat_tables(parts) if parts else PREDICTION_SCHEMA.empty_table()
+        table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
         write_predictions(table, out / name / f"{shard}.parquet")
     shutil.rmtree(partial)
     with contextlib.suppress(OSError):  # other shards may still be running
@@ -558,27 +536,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.batch_size < 1 or args.chunk_size < 1 or args.max_per_img < 1:
-        raise SystemExit("--batch-size, --chunk-size and --max-per-img must be >= 1")
+        parser.error("--batch-size, --chunk-size and --max-per-img must be >= 1")
     if args.amp and device != "cuda":
-        raise SystemExit("--amp needs --device cuda (mixed precision is not used on CPU)")
+        parser.error("--amp needs --device cuda (mixed precision is not used on CPU)")
     out = args.out or args.work / "predictions" / args.config.stem / args.split
     k, num_shards = args.shard
-    paths = list_images(args.images, args.image_list)
-
-    cfg = load_config(args.config, args.score_thr, args.max_per_img)
-    variants = make_variants(args.scales or default_scales(cfg), flip=not args.no_flip)
-    settings = InferSettings(str(args.config), str(args.checkpoint), variants, args.merge, args.iou_thr,
-                             args.score_thr, args.max_per_img, args.keep_variants, args.chunk_size, args.batch_size)
-    if not args.overwrite and shard_done(out, shard_name(k, num_shards), settings):
-        print(f"{out}: {shard_name(k, num_shards)} already finished (--overwrite redoes it)")
-        return 0
-    model, meta = load_detector(cfg, args.checkpoint, device)
-    classes = resolve_classes(args.classes, meta, cfg)
+    try:  # every input is checked before the first image is predicted
+        for path, what in ((args.config, "config"), (args.checkpoint, "checkpoint")):
+            if not path.is_file():
+                raise FileNotFoundError(f"{what} not found: {path}")
+        paths = list_images(args.images, args.image_list)
+        cfg = load_config(args.config, args.score_thr, args.max_per_img)
+        variants = make_variants(args.scales or default_scales(cfg), flip=not args.no_flip)
+        settings = InferSettings(str(args.config), str(args.checkpoint), variants, args.merge, args.iou_thr,
+                                 args.score_thr, args.max_per_img, args.keep_variants, args.chunk_size,
+                                 args.batch_size)
+        if not args.overwrite and shard_done(out, shard_name(k, num_shards), settings):
+            print(f"{out}: {shard_name(k, num_shards)} already finished (--overwrite redoes it)")
+            return 0
+        model, meta = load_detector(cfg, args.checkpoint, device)
+        classes = resolve_classes(args.classes, meta, cfg)
+    except (*INPUT_ERRORS, KeyError, RuntimeError) as error:  # mmengine and load_state_dict raise these too
+        return report_error(error)
     loader = VariantLoader(cfg, variants)
     workers = args.workers if args.workers is not None else (4 if device == "cuda" else 0)
 

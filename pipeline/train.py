@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import CheckpointLoader, Runner
+
+from contracts.cli import INPUT_ERRORS, report_error
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -35,8 +38,8 @@ def resolve_config(config: str | Path, config_dir: Path = CONFIG_DIR) -> Path:
     raise FileNotFoundError(f"config not found: {config}; available configs in {config_dir}: {names}")
 
 
-def model_num_classes(model_cfg: dict) -> set[int]:
-    """Every ``num_classes`` set in a model config (bbox heads of each cascade stage, mask head, ...)."""
+def _visit_num_classes(model_cfg: dict, change) -> set[int]:
+    """Every ``num_classes`` of a model config's heads (``change(old)`` gives its new value)."""
     found: set[int] = set()
 
     def visit(node):
@@ -44,6 +47,7 @@ def model_num_classes(model_cfg: dict) -> set[int]:
             for key, value in node.items():
                 if key == "num_classes" and isinstance(value, int):
                     found.add(value)
+                    node[key] = change(value)
                 else:
                     visit(value)
         elif isinstance(node, (list, tuple)):
@@ -52,6 +56,24 @@ def model_num_classes(model_cfg: dict) -> set[int]:
 
     visit(model_cfg.get("roi_head", model_cfg))
     return found
+
+
+def model_num_classes(model_cfg: dict) -> set[int]:
+    """Every ``num_classes`` set in a model config (bbox heads of each cascade stage, mask head, ...)."""
+    return _visit_num_classes(model_cfg, lambda n: n)
+
+
+def set_num_classes(model_cfg: dict, num_classes: int) -> None:
+    """Set every ``num_classes`` of the model's heads (each cascade stage, the mask head) to ``num_classes``."""
+    _visit_num_classes(model_cfg, lambda _: num_classes)
+
+
+def train_prepared_dir(cfg: Config) -> str | None:
+    """The ``prepared_dir`` of the training dataset (through dataset wrappers), if it is one of ours."""
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset", {})
+    while "dataset" in dataset:
+        dataset = dataset["dataset"]
+    return dataset.get("prepared_dir") if dataset.get("type") in OUR_DATASETS else None
 
 
 def check_data(cfg: Config) -> None:
@@ -108,13 +130,25 @@ def set_data_paths(cfg: Config, prepared_dir: str | None = None, img_root: str |
 
 def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
                 resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
-                prepared_dir: str | None = None, img_root: str | None = None) -> Config:
-    """The config with the command-line choices applied (data paths, work dir, resume, AMP, launcher, seed)."""
+                prepared_dir: str | None = None, img_root: str | None = None, adapt_classes: bool = False) -> Config:
+    """The config with the command-line choices applied (data paths, work dir, resume, AMP, launcher, seed);
+    ``adapt_classes`` sets the model's class count to that of the training data (an expert group, the 601 V6
+    classes) instead of checking that they agree."""
     path = resolve_config(config)
     cfg = Config.fromfile(str(path))
     set_data_paths(cfg, prepared_dir, img_root)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if adapt_classes:
+        from pipeline.datasets import prepared_classes
+
+        train_dir = train_prepared_dir(cfg)
+        if train_dir is None:
+            raise ValueError("--adapt-classes needs a training dataset of type OpenImagesPreparedDataset")
+        num_classes = len(prepared_classes(train_dir))
+        set_num_classes(cfg.model, num_classes)
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            _visit_num_classes(cfg.get(loader) or {}, lambda _: num_classes)
     cfg.work_dir = str(work_dir or Path("work") / "models" / path.stem)
     cfg.launcher = launcher
     cfg.resume = resume
@@ -184,6 +218,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                "prepared_dir, default work/prepared)")
     parser.add_argument("--img-root", help="folder holding the train/ and validation/ image folders "
                                            "(replaces the config's img_root)")
+    parser.add_argument("--adapt-classes", action="store_true",
+                        help="set the model's num_classes to the class count of the training data (an expert group "
+                             "of `make prepare --expert-groups`, the 601 V6 classes) instead of requiring them equal")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="override config entries, e.g. train_dataloader.batch_size=4 train_cfg.max_iters=200")
     args = parser.parse_args(argv)
@@ -192,16 +229,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher,
-                          args.seed, args.prepared_dir, args.img_root)
+                          args.seed, args.prepared_dir, args.img_root, args.adapt_classes)
         check_data(cfg)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except (*INPUT_ERRORS, KeyError, RuntimeError) as error:  # mmengine reports config problems as these too
+        return report_error(error)
     run(cfg)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,5 +3,5 @@
 - ``python -m submit``: predictions Parquet -> ``ImageId,PredictionString`` CSV (``submit.write``);
 - ``python -m submit.validate``: line-by-line check of a submission file;
 - ``python -m submit.score``: Challenge 2019 mAP of a submission or predictions on validation
-  (``submit.metric.evaluate``, the official evaluator's rules).
+  (``contracts.metric.evaluate``, the official evaluator's rules).
 """

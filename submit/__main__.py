@@ -11,7 +11,9 @@ import argparse
 import sys
 import time
 
-from submit.files import load_predictions, read_image_ids
+from contracts.cli import INPUT_ERRORS, report_error
+from contracts.files import read_image_ids
+from contracts.predictions import read_predictions
 from submit.write import COORD_DECIMALS, SCORE_DIGITS, write_submission
 
 
@@ -35,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         image_ids = read_image_ids(args.images)
-        predictions = load_predictions(args.predictions)
+        predictions = read_predictions(args.predictions)
         stats = write_submission(predictions, image_ids, args.out, progress=not args.quiet)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as e:
+        return report_error(e)
     note = f", {stats.dropped_empty:,} empty or inverted boxes left out" if stats.dropped_empty else ""
     print(f"wrote {args.out}: {stats.images:,} images ({stats.images_with_boxes:,} with boxes), "
           f"{stats.boxes:,} boxes{note} in {time.perf_counter() - start:.1f} s")

@@ -2,7 +2,7 @@
 
 Prints progress lines, then ``mAP: 0.xxxxxx`` as the last line. ``--per-class`` writes MID, DisplayName, AP,
 num_gt, num_dets per class (class-file order; AP empty where num_gt = 0); ``--plot`` a bar chart of the best and
-worst classes. The metric is ``submit.metric.evaluate`` (see there for the rules and tie order).
+worst classes. The metric is ``contracts.metric.evaluate`` (see there for the rules and tie order).
 """
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep.hierarchy import Hierarchy
-from submit.files import atomic_output, load_predictions, read_classes, read_gt_boxes, read_gt_labels
-from submit.metric import EvalResult, evaluate_expanded, expand_ground_truth
+from contracts.classes import ClassList, read_classes
+from contracts.cli import INPUT_ERRORS, report_error
+from contracts.files import atomic_output
+from contracts.hierarchy import Hierarchy
+from contracts.metric import EvalResult, evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
+from contracts.predictions import read_predictions
 
 
-def per_class_table(result: EvalResult, classes: pd.DataFrame) -> pd.DataFrame:
+def per_class_table(result: EvalResult, classes: ClassList) -> pd.DataFrame:
     """The per-class results with display names: MID, DisplayName, AP, num_gt, num_dets."""
-    table = result.per_class.merge(classes[["MID", "DisplayName"]], on="MID", how="left", sort=False)
+    table = result.per_class.merge(classes.frame(), on="MID", how="left", sort=False)
     return table[["MID", "DisplayName", "AP", "num_gt", "num_dets"]]
 
 
@@ -88,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classes = read_classes(args.classes)
         gt = expand_ground_truth(read_gt_boxes(args.boxes), read_gt_labels(args.labels),
-                                 Hierarchy.from_json(args.hierarchy), classes["MID"].tolist())
+                                 Hierarchy.from_json(args.hierarchy), list(classes.mids))
         say(f"ground truth: {len(gt.image_ids):,} images, {len(gt.box_key):,} boxes after expansion, "
             f"{int((gt.num_gt > 0).sum())} of {len(classes)} classes with boxes ({time.perf_counter() - start:.1f} s)")
         t = time.perf_counter()
-        predictions = load_predictions(args.submission)
+        predictions = read_predictions(args.submission)
         say(f"predictions: {len(predictions):,} boxes on {predictions['ImageID'].nunique():,} images "
             f"({time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
@@ -105,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             plot_per_class(table, args.plot)
             say(f"plot: {args.plot}")
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as e:
+        return report_error(e)
     say(f"total {time.perf_counter() - start:.1f} s")
     print(f"mAP: {result.map:.6f}")
     return 0

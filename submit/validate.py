@@ -6,7 +6,7 @@ fields single-space separated, a multiple of 6; each box's MID in the class file
 coordinates numbers within [0, 1] with xmin < xmax and ymin < ymax. Exit status: 0 valid (one summary line),
 1 invalid (the offending lines, capped, with a count), 2 unreadable input.
 
-The file is parsed in one numba pass (``submit.parse``), so a file of tens of millions of boxes takes seconds.
+The file is parsed in one numba pass (``contracts.submission_csv``), so a file of tens of millions of boxes takes seconds.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from submit.files import SUBMISSION_HEADER, read_bytes, read_classes, read_image_ids
-from submit.parse import (LINE_BLANK_FIELD, LINE_FIELD_COUNT, LINE_OK, ParsedSubmission, line_problem,
-                          parse_submission_bytes)
+from contracts.classes import read_classes
+from contracts.cli import INPUT_ERRORS, report_error
+from contracts.files import read_bytes, read_image_ids
+from contracts.submission_csv import (LINE_BLANK_FIELD, LINE_FIELD_COUNT, LINE_OK, SUBMISSION_HEADER,
+                                     ParsedSubmission, line_problem, parse_submission_bytes)
 
 NUMERIC_FIELDS = ("score", "xmin", "ymin", "xmax", "ymax")
 
@@ -149,12 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        class_mids = read_classes(args.classes)["MID"].tolist()
+        class_mids = list(read_classes(args.classes).mids)
         image_ids = read_image_ids(args.images) if args.images else None
         report = validate_submission(args.file, class_mids, image_ids, classes_name=Path(args.classes).name)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as e:
+        return report_error(e)
     if report.ok:
         print(report.summary())
         return 0

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from submit.files import SUBMISSION_HEADER, atomic_output
-from submit.arrays import grouped_order, positions
+from contracts.arrays import grouped_order, positions
+from contracts.files import atomic_output
+from contracts.submission_csv import SUBMISSION_HEADER
 
 COORD_DECIMALS = 4
 SCORE_DIGITS = 5

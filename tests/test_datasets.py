@@ -14,11 +14,11 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import pipeline  # noqa: F401  (registers the datasets and transforms)
-from data_prep.hierarchy import Hierarchy
+from contracts.expansion import with_ancestors
+from contracts.hierarchy import Hierarchy
+from contracts.metric import evaluate, read_gt_boxes, read_gt_labels
 from pipeline.datasets import OpenImagesClassAwareSampler, OpenImagesPreparedDataset, check_num_classes
-from pipeline.evaluation import OpenImagesChallengeMetric, add_ancestor_copies, prepared_ground_truth
-from submit.files import read_gt_boxes, read_gt_labels
-from submit.metric import evaluate
+from pipeline.evaluation import OpenImagesChallengeMetric, prepared_ground_truth
 
 LOAD = [dict(type="LoadImageFromFile"), dict(type="LoadOpenImagesAnnotations", with_bbox=True)]
 BOX_COLUMNS = ["XMin", "YMin", "XMax", "YMax"]
@@ -321,7 +321,7 @@ def test_metric_on_prepared_ground_truth_equals_official_on_raw_csv(mini_data, m
     if subset:
         seen = {s["img_id"] for s in samples}
         gt_boxes, gt_labels = gt_boxes[gt_boxes.ImageID.isin(seen)], gt_labels[gt_labels.ImageID.isin(seen)]
-    official = evaluate(add_ancestor_copies(pd.DataFrame(rows), hierarchy, mids), gt_boxes, gt_labels,
+    official = evaluate(with_ancestors(pd.DataFrame(rows), hierarchy, mids), gt_boxes, gt_labels,
                         Hierarchy.from_json(mini_data / "challenge-2019-label500-hierarchy.json"), mids).map
     assert 0.1 < official < 0.99
     assert ours == official
@@ -332,6 +332,6 @@ def test_ancestor_copies(mini_prepared):
     tomato, fruit, vegetable = "/m/07j87", "/m/02xwb", "/m/0f4s2w"
     frame = pd.DataFrame(dict(ImageID=["x"], LabelName=[tomato], Score=[0.5], XMin=[0.1], YMin=[0.2], XMax=[0.3],
                               YMax=[0.4]))
-    out = add_ancestor_copies(frame, hierarchy, mids)
-    assert sorted(out["LabelName"]) == sorted([tomato, fruit, vegetable])
+    out = with_ancestors(frame, hierarchy, mids)
+    assert out["LabelName"].tolist() == [tomato] + sorted([fruit, vegetable], key=list(mids).index)
     assert (out[["Score", "XMin", "YMin", "XMax", "YMax"]].to_numpy() == [0.5, 0.1, 0.2, 0.3, 0.4]).all()

@@ -17,7 +17,7 @@ from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 
 from ensemble.__main__ import main
 from ensemble.nms import adj_nms, soft_nms
-from ensemble.recipe import load_recipe
+from ensemble.recipe import expand_placeholders, load_recipe
 from ensemble.runner import run_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,9 +185,8 @@ def test_failed_run_leaves_previous_output_untouched(case, capsys):
     before = out.read_bytes()
     bad = [("hand", CAT, float("nan"), 0.1, 0.1, 0.2, 0.2)]
     write_predictions(case["work"] / "predictions" / "b" / "validation" / "part-3.parquet", bad)
-    with pytest.raises(SystemExit) as e:
-        run(case, "atomic")
-    assert e.value.code == 2
+    recipe = write_recipe(case, "atomic")
+    assert main(["--recipe", str(recipe), "--split", "validation", "--work", str(case["work"])]) == 2
     err = capsys.readouterr().err
     assert "part-3.parquet" in err and "non-finite" in err
     assert out.read_bytes() == before
@@ -210,7 +209,7 @@ def test_input_errors_name_the_file(case):
         run_ensemble(load_recipe(write_recipe(case, "mids")), "validation", work)
     pq.write_table(pa.table({"ImageID": ["x"], "Score": [0.5]}),
                    work / "predictions" / "b" / "validation" / "part-3.parquet")
-    with pytest.raises(ValueError, match=r"part-3\.parquet: missing columns"):
+    with pytest.raises(ValueError, match=r"part-3\.parquet: missing column"):
         run_ensemble(load_recipe(write_recipe(case, "columns")), "validation", work)
 
 
@@ -244,10 +243,17 @@ def test_soft_nms_recipes_match_the_functions(case):
         assert_rows_equal(got, expected_rows(case, fuse, expand=False))
 
 
-def test_mini_recipe_and_cli_help():
+def test_bundled_recipes_and_cli_help():
     recipe = load_recipe(REPO / "configs" / "ensemble" / "mini.yaml")
     assert [p for p, _ in recipe.inputs] == ["{work}/predictions/mini_tsd/{split}/merged",
                                             "{work}/predictions/mini_baseline/{split}/merged"]
-    assert recipe.hierarchy == "data/mini/challenge-2019-label500-hierarchy.json"
+    assert recipe.hierarchy == "{prepared}/hierarchy.json"
+    challenge = REPO / "configs" / "ensemble" / "challenge.yaml"
+    assert "mini" not in challenge.read_text() and "data/" not in challenge.read_text()
+    recipe = load_recipe(challenge)
+    assert [p for p, _ in recipe.inputs] == [f"{{work}}/predictions/{m}/{{split}}/merged"
+                                            for m in ("x101_tsd", "cascade_r50_tsd", "r152_tsd")]
+    assert expand_placeholders(recipe.hierarchy, "work/oid", "test") == "work/oid/prepared/hierarchy.json"
+    assert expand_placeholders(recipe.hierarchy, "w", "test", prepared="/p") == "/p/hierarchy.json"
     result = subprocess.run([sys.executable, "-m", "ensemble", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and "--recipe" in result.stdout and "--jobs" in result.stdout

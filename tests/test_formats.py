@@ -9,7 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep import formats
-from data_prep.formats import DataError, RowError
+from contracts.classes import read_classes
+from contracts.files import DataError
+from data_prep.formats import RowError
 from data_prep.prepare import run_prepare
 
 METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
@@ -71,6 +73,8 @@ def prepared_boxes(out: Path, split: str):
     return [(ids[i], mids[lab], *(np.float32(t[c][k]) for c in ("XMin", "YMin", "XMax", "YMax")))
             for k, (i, lab) in enumerate(zip(t["image_idx"], t["label"]))]
 
+
+TRAIN_ONLY = ("train",)  # the folder has no validation files
 
 # ----------------------------------------------------------------------------------------------- formats
 
@@ -153,19 +157,20 @@ def test_gzip_gives_the_same_output(tmp_path):
 def test_mmdet_fixture_files(tmp_path):
     data = shutil.copytree(FIXTURES, tmp_path / "data")
     out = tmp_path / "out"
-    summary = run_prepare(data, out, progress=False)
+    summary = run_prepare(data, out, split_names=TRAIN_ONLY, progress=False)
     assert summary["splits"]["train"]["box_format"] == "13 columns"
     assert prepared_boxes(out, "train") == reference_boxes(data / "oidv6-train-annotations-bbox.csv")
     labels = pq.read_table(out / "train" / "image_labels.parquet").to_pydict()
     assert labels == {"image_idx": [0], "label": [0], "Confidence": [1]}
-    assert "validation: no box file" in " ".join(summary["notes"])
+    with pytest.raises(DataError, match="no validation box file found.*validation-annotations-bbox.csv.*--splits"):
+        run_prepare(data, out, progress=False)
 
 
 def test_flags_other_than_0_1_are_unknown(tmp_path):
     rows = [f"{IMG_A},xclick,{TOMATO},1,0.1,0.5,0.2,0.6,-1,2,,1,0",
             f"{IMG_A},xclick,{APPLE},1,0.1,0.5,0.2,0.6,1,0,0,True,0.0"]
     data = challenge_dir(tmp_path / "data", train=rows, val=None, labels=False)
-    summary = run_prepare(data, tmp_path / "out", progress=False)
+    summary = run_prepare(data, tmp_path / "out", split_names=TRAIN_ONLY, progress=False)
     assert summary["splits"]["train"]["dropped"]["boxes"] == {}
     boxes = pq.read_table(tmp_path / "out" / "train" / "boxes.parquet").to_pydict()
     assert [boxes[c] for c in ("IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")] == \
@@ -183,8 +188,8 @@ def test_missing_files(tmp_path):
     with pytest.raises(DataError, match="no hierarchy file found.*challenge-2019-label500-hierarchy.json"):
         formats.discover(data)
     data = challenge_dir(tmp_path / "data2", train=None, val=None)
-    with pytest.raises(DataError, match="no box file found.*challenge-2019-train-detection-bbox.csv"):
-        run_prepare(data, tmp_path / "out", progress=False)
+    with pytest.raises(DataError, match="no train box file found.*challenge-2019-train-detection-bbox.csv.*--splits"):
+        run_prepare(data, tmp_path / "out", split_names=TRAIN_ONLY, progress=False)
     (tmp_path / "data3").mkdir()
     with pytest.raises(DataError, match="no class file found"):
         formats.discover(tmp_path / "data3")
@@ -230,10 +235,10 @@ def test_malformed_rows_name_the_line(tmp_path):
     classes = data / "challenge-2019-classes-description-500.csv"
     classes.write_text("/m/07j87,Tomato\n/m/014j1m\n")
     with pytest.raises(DataError, match=f"{classes}: line 2: expected 'MID,DisplayName'"):
-        formats.read_classes(classes)
+        read_classes(classes)
     classes.write_text("/m/07j87,Tomato\n/m/07j87,Tomato again\n")
     with pytest.raises(DataError, match="line 2: MID /m/07j87 repeats line 1"):
-        formats.read_classes(classes)
+        read_classes(classes)
 
 
 # ----------------------------------------------------------------------------------------------- bad rows
@@ -263,7 +268,7 @@ def test_strict_names_file_line_and_value(tmp_path, reason):
     data = challenge_dir(tmp_path / "data", train=[GOOD, row, TRAIN_13[1]], val=None, labels=False)
     with_images(data, "train", [IMG_A, IMG_B])
     with pytest.raises(RowError) as e:
-        run_prepare(data, tmp_path / "out", strict=True, progress=False)
+        run_prepare(data, tmp_path / "out", strict=True, split_names=TRAIN_ONLY, progress=False)
     msg = str(e.value)
     assert msg.startswith(f"{data / 'challenge-2019-train-detection-bbox.csv'}: line 3: {reason}: ")
     assert value in msg
@@ -277,7 +282,7 @@ def test_bad_rows_dropped_and_counted(tmp_path):
     rows.append(BAD_ROWS["unknown MID"][0].replace(IMG_A, IMG_B))  # line 15
     data = challenge_dir(tmp_path / "data", train=rows, val=None, labels=False)
     with_images(data, "train", [IMG_A, IMG_B])
-    summary = run_prepare(data, tmp_path / "out", progress=False)
+    summary = run_prepare(data, tmp_path / "out", split_names=TRAIN_ONLY, progress=False)
     dropped = summary["splits"]["train"]["dropped"]["boxes"]
     assert dropped == {
         "unknown MID": {"count": 2, "lines": [3, 15]},
@@ -303,28 +308,27 @@ def test_bad_image_label_rows(tmp_path):
         f"{IMG_C},verification,{APPLE},0",        # line 6: image missing from the folder
     ])
     with_images(data, "train", [IMG_A, IMG_B])
-    summary = run_prepare(data, tmp_path / "out", progress=False)
+    summary = run_prepare(data, tmp_path / "out", split_names=TRAIN_ONLY, progress=False)
     s = summary["splits"]["train"]
     assert s["dropped"]["image_labels"] == {
         "unknown MID": {"count": 1, "lines": [5]}, "Confidence not 0 or 1": {"count": 1, "lines": [3]},
         "missing image": {"count": 1, "lines": [6]}, "duplicate row": {"count": 1, "lines": [4]}}
     assert s["image_labels"]["before_expansion"] == 1
     with pytest.raises(RowError, match=f"{path}: line 3: Confidence not 0 or 1"):
-        run_prepare(data, tmp_path / "out", strict=True, progress=False)
+        run_prepare(data, tmp_path / "out", strict=True, split_names=TRAIN_ONLY, progress=False)
 
 
 def test_missing_folder_and_split_notes(tmp_path):
     data = challenge_dir(tmp_path / "data", val=None)
-    summary = run_prepare(data, tmp_path / "out", coco_splits=("train", "validation"), progress=False)
+    summary = run_prepare(data, tmp_path / "out", coco_splits=("train", "validation"), split_names=TRAIN_ONLY, progress=False)
     notes = " | ".join(summary["notes"])
     assert "train: no image folder train/" in notes and "missing-image check skipped" in notes
-    assert "validation: no box file" in notes and "split skipped" in notes
     assert "COCO export of train skipped: no image folder train/" in notes
-    assert "COCO export of validation skipped: the split has no box file" in notes
+    assert "COCO export of validation skipped: the split has no box file" in notes  # not among split_names
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "classes.csv", "hierarchy.json", "summary.json", "train"]
+        "classes.csv", "hierarchy.json", "sources.json", "sources.mk", "summary.json", "train"]
     (data / "challenge-2019-train-detection-human-imagelabels.csv").unlink()
-    summary = run_prepare(data, tmp_path / "out", progress=False)
+    summary = run_prepare(data, tmp_path / "out", split_names=TRAIN_ONLY, progress=False)
     assert "train: no image-label file" in " ".join(summary["notes"])
     assert pq.read_table(tmp_path / "out" / "train" / "image_labels.parquet").num_rows == 0
 
@@ -333,7 +337,7 @@ def test_missing_folder_and_split_notes(tmp_path):
 
 
 def test_expert_group_files(tmp_path):
-    mids = [r[0] for r in formats.read_classes(METADATA / "challenge-2019-classes-description-500.csv")]
+    mids = list(read_classes(METADATA / "challenge-2019-classes-description-500.csv").mids)
     csv_file = tmp_path / "groups.csv"
     csv_file.write_text(f"group,MID\nfruit,{TOMATO}\nfruit,{APPLE}\nballs,/m/018xm\nfruit,{TOMATO}\n")
     groups = formats.read_expert_groups(csv_file, mids)

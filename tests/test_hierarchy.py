@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.hierarchy import ROOT_MID, Hierarchy
+from contracts.hierarchy import ROOT_MID, Hierarchy
 
 METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
 H500 = METADATA / "challenge-2019-label500-hierarchy.json"

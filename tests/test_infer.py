@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data_prep import formats
+from contracts.classes import read_classes
 from pipeline import infer
 from pipeline.infer import Detections, Variant
 
@@ -241,7 +241,7 @@ def mini_model(tmp_path_factory):
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
     checkpoint = tmp_path_factory.mktemp("mini_model") / "iter_1.pth"
-    mids = [mid for mid, _ in formats.read_classes(METADATA / "challenge-2019-classes-description-500.csv")][:13]
+    mids = list(read_classes(METADATA / "challenge-2019-classes-description-500.csv").mids)[:13]
     # numpy values in the meta are what torch >= 2.6's weights_only default refuses to load
     torch.save({"state_dict": model.state_dict(),
                 "meta": {"dataset_meta": {"mids": tuple(mids)}, "seed": np.int64(0)}}, checkpoint)
@@ -267,7 +267,7 @@ def test_cli_shards_variants_and_rerun(mini_model, mini_data, tmp_path):
     image_list = tmp_path / "images.txt"
     image_list.write_text("\n".join(image_ids[::-1]) + "\n")
     classes_file = mini_data / "challenge-2019-classes-description-500.csv"
-    mids = [mid for mid, _ in formats.read_classes(classes_file)]
+    mids = list(read_classes(classes_file).mids)
     out = tmp_path / "pred"
     common = [str(MINI_CONFIG), str(checkpoint), "--split", "validation", "--images", str(mini_data / "validation"),
               "--image-list", str(image_list), "--classes", str(classes_file), "--out", str(out),

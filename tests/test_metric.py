@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.hierarchy import Hierarchy
-from submit.metric import evaluate, expand_ground_truth
+from contracts.hierarchy import Hierarchy
+from contracts.metric import evaluate, expand_ground_truth
 
 from conftest import METADATA
 

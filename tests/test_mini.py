@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from data_prep.hierarchy import Hierarchy
+from contracts.hierarchy import Hierarchy
 from data_prep.mini import LEAF_STYLES, main, write_mini_dataset
 
 METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from data_prep.formats import RowError
-from data_prep.hierarchy import Hierarchy
+from contracts.hierarchy import Hierarchy
 from data_prep.prepare import run_prepare
 
 H13 = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,"
@@ -50,6 +50,9 @@ def small_dir(root: Path, boxes=BOXES, images=False) -> Path:
     return root
 
 
+TRAIN_ONLY = ("train",)  # small_dir writes the train files only
+
+
 def read(path: Path) -> dict:
     return pq.read_table(path).to_pydict()
 
@@ -61,7 +64,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def test_expansion_hand_computed(tmp_path):
     out = tmp_path / "out"
-    summary = run_prepare(small_dir(tmp_path / "data"), out, expand_boxes=True, progress=False)
+    summary = run_prepare(small_dir(tmp_path / "data"), out, expand_boxes=True, split_names=TRAIN_ONLY,
+                          progress=False)
     assert read(out / "train" / "images.parquet") == {
         "image_idx": [0, 1, 2], "ImageID": [I1, I2, I3], "box_start": [0, 7, 10], "box_count": [7, 3, 0]}
     boxes = read(out / "train" / "boxes.parquet")
@@ -97,7 +101,7 @@ def test_expansion_hand_computed(tmp_path):
 
 def test_without_box_expansion(tmp_path):
     out = tmp_path / "out"
-    run_prepare(small_dir(tmp_path / "data"), out, progress=False)
+    run_prepare(small_dir(tmp_path / "data"), out, split_names=TRAIN_ONLY, progress=False)
     boxes = read(out / "train" / "boxes.parquet")
     assert (boxes["image_idx"], boxes["label"], boxes["IsExpanded"]) == ([0, 0, 1], [1, 6, 5], [0, 0, 0])
     assert read(out / "train" / "class_index.parquet") == {"label": [1, 5, 6], "image_idx": [0, 1, 0]}
@@ -108,7 +112,8 @@ def test_reruns_are_identical_and_atomic(tmp_path):
     groups = tmp_path / "groups.csv"
     groups.write_text("g1,/m/D\n")
     out = tmp_path / "out"
-    options = dict(expand_boxes=True, expert_groups=groups, coco_splits=("train",), progress=False)
+    options = dict(expand_boxes=True, expert_groups=groups, coco_splits=("train",), split_names=TRAIN_ONLY,
+                   progress=False)
     run_prepare(data, out, **options)
     first = tree_digest(out)
     run_prepare(data, out, **options)
@@ -123,10 +128,11 @@ def test_reruns_are_identical_and_atomic(tmp_path):
         run_prepare(data, out, strict=True, **options)
     assert tree_digest(out) == first
     assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "coco", "experts", "hierarchy.json",
-                                                     "summary.json", "train"]
+                                                     "sources.json", "sources.mk", "summary.json", "train"]
     # A rerun without experts or COCO removes their stale folders.
-    run_prepare(data, out, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "hierarchy.json", "summary.json", "train"]
+    run_prepare(data, out, split_names=TRAIN_ONLY, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["classes.csv", "hierarchy.json", "sources.json", "sources.mk",
+                                                     "summary.json", "train"]
 
 
 def test_expert_subsets(tmp_path):
@@ -134,7 +140,7 @@ def test_expert_subsets(tmp_path):
     groups.write_text("g1: [/m/B, /m/D]\ng2: [/m/G]\n")
     out = tmp_path / "out"
     summary = run_prepare(small_dir(tmp_path / "data"), out, expand_boxes=True, expert_groups=groups,
-                          progress=False)
+                          split_names=TRAIN_ONLY, progress=False)
     g1 = out / "experts" / "g1"
     assert (g1 / "classes.csv").read_text() == "/m/D,Dee\n/m/B,Bee\n"  # class-file order: D before B
     assert json.loads((g1 / "hierarchy.json").read_text()) == {
@@ -159,7 +165,7 @@ def test_coco_export(tmp_path):
     data = small_dir(tmp_path / "data", images=True)
     (data / "mini-train-polygons.csv").write_text(f"ImageID,BoxRow,Polygon\n{I1},1,0.0 0.0 0.5 0.0 0.25 0.5\n")
     out = tmp_path / "out"
-    run_prepare(data, out, coco_splits=("train",), progress=False)
+    run_prepare(data, out, coco_splits=("train",), split_names=TRAIN_ONLY, progress=False)
     coco = json.loads((out / "coco" / "train.json").read_text())
     assert coco["categories"] == [{"id": i + 1, "name": n, "mid": m} for i, (m, n) in enumerate(CLASSES)]
     assert coco["images"] == [{"id": 1, "file_name": f"{I1}.jpg", "width": 200, "height": 100},
@@ -178,7 +184,7 @@ def test_coco_export(tmp_path):
     api = COCO(str(out / "coco" / "train.json"))
     assert int(api.annToMask(api.loadAnns(1)[0]).sum()) > 0
     (data / "mini-train-polygons.csv").unlink()
-    run_prepare(data, out, coco_splits=("train",), progress=False)
+    run_prepare(data, out, coco_splits=("train",), split_names=TRAIN_ONLY, progress=False)
     coco = json.loads((out / "coco" / "train.json").read_text())
     assert all("segmentation" not in a for a in coco["annotations"])
 
@@ -188,19 +194,19 @@ def test_coco_polygon_must_match_its_box_row(tmp_path):
     path = data / "mini-train-polygons.csv"
     path.write_text(f"ImageID,BoxRow,Polygon\n{I2},1,0.0 0.0 0.5 0.0 0.25 0.5\n")
     with pytest.raises(ValueError, match=f"{path}: line 2: BoxRow 1 belongs to image {I1}, not {I2}"):
-        run_prepare(data, tmp_path / "out", coco_splits=("train",), progress=False)
+        run_prepare(data, tmp_path / "out", coco_splits=("train",), split_names=TRAIN_ONLY, progress=False)
 
 
 def test_cli(tmp_path, capsys):
     from data_prep.__main__ import main
 
     data = small_dir(tmp_path / "data")
-    assert main(["--data-dir", str(data), "--out-dir", str(tmp_path / "out"), "--expand-boxes", "--quiet"]) == 0
+    assert main(["--data-dir", str(data), "--out-dir", str(tmp_path / "out"), "--expand-boxes", "--splits", "train", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert ("train: 3 images, 3 boxes (1 group-of, +7 ancestor copies), image labels 4 -> 12 after expansion "
             "(2 positive/negative conflicts, kept positive)") in printed
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["options"]["expand_boxes"] is True
-    assert main(["--data-dir", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "o2"), "--quiet"]) == 1
+    assert main(["--data-dir", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "o2"), "--quiet"]) == 2
     assert "error: data directory not found" in capsys.readouterr().err
 
 

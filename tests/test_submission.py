@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from submit.__main__ import main as submit_main
-from submit.files import load_predictions, read_image_ids
+from contracts.files import read_image_ids
+from contracts.predictions import read_predictions
 from submit.write import write_submission
 
 from conftest import METADATA
@@ -73,7 +74,7 @@ def test_write_matches_python_formatting_and_parses_back(tmp_path):
         assert same_fields(text.split(" ") if text else [], expected[image_id]), image_id
     assert "0.00012346" in out.read_text() and " 1 " in out.read_text()
 
-    back = load_predictions(out)  # round trip, in file order: same boxes up to the printed precision
+    back = read_predictions(out)  # round trip, in file order: same boxes up to the printed precision
     assert len(back) == keep.sum()
     assert back["ImageID"].astype(str).tolist() == ref["ImageID"].tolist()
     assert back["LabelName"].astype(str).tolist() == ref["LabelName"].tolist()
@@ -95,7 +96,7 @@ def test_gzip_output_is_identical_and_deterministic(tmp_path):
     assert gzip.decompress(first) == (tmp_path / "a.csv").read_bytes()
     write_submission(preds.sample(frac=1.0, random_state=3), image_ids, tmp_path / "a.csv.gz")
     assert (tmp_path / "a.csv.gz").read_bytes() == first  # reruns (any row order, no exact ties) give same bytes
-    pd.testing.assert_frame_equal(load_predictions(tmp_path / "a.csv.gz"), load_predictions(tmp_path / "a.csv"))
+    pd.testing.assert_frame_equal(read_predictions(tmp_path / "a.csv.gz"), read_predictions(tmp_path / "a.csv"))
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -147,10 +148,10 @@ def test_parser_reads_numbers_exactly_as_python_float(tmp_path):
     lines = [f"i{k:04d},{MIDS[0]} " + " ".join(texts[k:k + 5]) for k in range(0, len(texts), 5)]
     path = tmp_path / "numbers.csv"
     path.write_text("ImageId,PredictionString\n" + "\n".join(lines) + "\n")
-    parsed = load_predictions(path)
+    parsed = read_predictions(path)
     got = parsed[["Score", "XMin", "YMin", "XMax", "YMax"]].to_numpy().ravel()
     np.testing.assert_array_equal(got, [float(t) for t in texts])
     for bad in ["0.5x", "nan", "1e", "--1", ".", "0x10", "1,5"]:
         path.write_text(f"ImageId,PredictionString\na,{MIDS[0]} 0.5 0.1 0.1 {bad} 0.5\n")
         with pytest.raises(ValueError, match=r"numbers.csv, line 2: .*submit.validate"):
-            load_predictions(path)
+            read_predictions(path)

@@ -8,25 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from data_prep.formats import read_classes
-from data_prep.hierarchy import Hierarchy
-from ensemble.runner import Expansion
-from submit.files import read_gt_boxes, read_gt_labels
-from submit.metric import evaluate_expanded, expand_ground_truth, load_predictions
-
-
-def with_ancestors(predictions: pd.DataFrame, expansion: Expansion, mids: list[str]) -> pd.DataFrame:
-    """Each prediction followed by one copy per ancestor class of its label."""
-    labels = pd.Index(mids).get_indexer(predictions["LabelName"].astype(str))
-    if (labels < 0).any():
-        raise ValueError(f"unknown MID {predictions['LabelName'][labels < 0].iloc[0]!r} in predictions")
-    rows, expanded = expansion.apply(labels)
-    out = predictions.iloc[rows].reset_index(drop=True)
-    out["LabelName"] = np.asarray(mids, dtype=object)[expanded]
-    return out
+from contracts.classes import read_classes
+from contracts.expansion import with_ancestors
+from contracts.hierarchy import Hierarchy
+from contracts.metric import evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
+from contracts.predictions import read_predictions
+from data_prep.sources import read_sources
 
 
 def single_scale_variant(model_dir: Path) -> Path:
@@ -39,22 +26,22 @@ def single_scale_variant(model_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("data/mini"), help="raw data folder (validation CSVs)")
-    parser.add_argument("--work", type=Path, default=Path("work"))
+    parser.add_argument("--work", type=Path, default=Path("work/demo"),
+                        help="work folder of the demo (its prepared/ records the validation CSVs)")
     parser.add_argument("--models", nargs="+", default=["mini_tsd", "mini_baseline"])
     parser.add_argument("--recipe", default="mini", help="ensemble recipe name (folder under WORK/ensemble)")
     args = parser.parse_args(argv)
 
-    mids = [mid for mid, _ in read_classes(args.data / "challenge-2019-classes-description-500.csv")]
-    hierarchy = Hierarchy.from_json(args.data / "challenge-2019-label500-hierarchy.json")
-    gt = expand_ground_truth(read_gt_boxes(args.data / "challenge-2019-validation-detection-bbox.csv"),
-                             read_gt_labels(args.data / "challenge-2019-validation-detection-human-imagelabels.csv"),
+    prepared = args.work / "prepared"
+    sources = read_sources(prepared)
+    mids = list(read_classes(prepared / "classes.csv").mids)
+    hierarchy = Hierarchy.from_json(prepared / "hierarchy.json")
+    gt = expand_ground_truth(read_gt_boxes(sources["validation_boxes"]), read_gt_labels(sources["validation_labels"]),
                              hierarchy, mids)
-    expansion = Expansion.from_hierarchy(hierarchy, mids)
 
     def score(path: Path, expand: bool) -> float:
-        predictions = load_predictions(path)
-        return evaluate_expanded(with_ancestors(predictions, expansion, mids) if expand else predictions, gt).map
+        predictions = read_predictions(path)
+        return evaluate_expanded(with_ancestors(predictions, hierarchy, mids) if expand else predictions, gt).map
 
     rows = []
     for model in args.models:

@@ -3,7 +3,7 @@
 Importing the package registers ``OpenImagesPreparedDataset`` (mmdet DATASETS), ``LoadOpenImagesAnnotations``
 (mmdet TRANSFORMS) and ``OpenImagesClassAwareSampler`` (mmengine DATA_SAMPLERS).
 """
-from .open_images import OpenImagesPreparedDataset, check_num_classes, read_classes
+from .open_images import OpenImagesPreparedDataset, check_num_classes, prepared_classes
 from .samplers import OpenImagesClassAwareSampler, class_aware_indices, class_members
 from .transforms import LoadOpenImagesAnnotations
 
@@ -14,5 +14,5 @@ __all__ = [
     "check_num_classes",
     "class_aware_indices",
     "class_members",
-    "read_classes",
+    "prepared_classes",
 ]

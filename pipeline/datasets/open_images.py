@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
-from data_prep import formats
+from contracts.classes import ClassList, read_classes
 
 GROUP_OF_MODES = ("ignore", "keep", "drop")
 
@@ -30,18 +30,17 @@ def _missing_prepared(path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"prepared annotations not found: {path} (run `make prepare` first)")
 
 
-def read_classes(prepared_dir: str | Path) -> tuple[list[str], list[str]]:
-    """(MIDs, display names) of ``{prepared_dir}/classes.csv`` (no header, ``MID,DisplayName``; row i = class i)."""
+def prepared_classes(prepared_dir: str | Path) -> ClassList:
+    """The class list of a prepared directory (its ``classes.csv``)."""
     path = Path(prepared_dir) / "classes.csv"
     if not path.is_file():
         raise _missing_prepared(path)
-    rows = formats.read_classes(path)
-    return [mid for mid, _ in rows], [name for _, name in rows]
+    return read_classes(path)
 
 
 def check_num_classes(prepared_dir: str | Path, num_classes: int) -> None:
     """Raise if a model's ``num_classes`` differs from the class count of the prepared ``classes.csv``."""
-    _, names = read_classes(prepared_dir)
+    names = prepared_classes(prepared_dir).names
     if num_classes != len(names):
         raise ValueError(
             f"class count mismatch: the config has num_classes={num_classes} but "
@@ -76,10 +75,10 @@ class OpenImagesPreparedDataset(BaseDetDataset):
         self.split = split
         self.img_dir = str(img_dir)
         self.group_of = group_of
-        mids, names = read_classes(self.prepared_dir)
+        classes = prepared_classes(self.prepared_dir)
         if num_classes is not None:
             check_num_classes(self.prepared_dir, num_classes)
-        metainfo = {"classes": tuple(names), "mids": tuple(mids), **(kwargs.pop("metainfo", None) or {})}
+        metainfo = {"classes": classes.names, "mids": classes.mids, **(kwargs.pop("metainfo", None) or {})}
         super().__init__(metainfo=metainfo, **kwargs)
 
     @property

@@ -1,4 +1,4 @@
-"""The Open Images Challenge 2019 metric (``submit.metric``) as an mmengine metric for the val/test loops.
+"""The Open Images Challenge 2019 metric (``contracts.metric``) as an mmengine metric for the val/test loops.
 
 Ground truth comes from a prepared split (``boxes.parquet`` without the ``IsExpanded`` copies,
 ``image_labels.parquet``, ``hierarchy.json``), restricted to the images the loop predicted; the official evaluator
@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 
-from data_prep.hierarchy import Hierarchy
-from pipeline.datasets.open_images import read_classes
-from submit.metric import evaluate
-
-PREDICTION_COLUMNS = ["ImageID", "LabelName", "Score", "XMin", "YMin", "XMax", "YMax"]
+from contracts.expansion import with_ancestors
+from contracts.hierarchy import Hierarchy
+from contracts.metric import evaluate
+from contracts.predictions import predictions_table, to_frame
+from pipeline.datasets.open_images import prepared_classes
 
 
 def prepared_ground_truth(prepared_dir: str | Path, split: str = "validation"
@@ -28,7 +28,7 @@ def prepared_ground_truth(prepared_dir: str | Path, split: str = "validation"
     """(gt_boxes, gt_labels, hierarchy, class MIDs) of a prepared split in the layout ``submit.metric.evaluate``
     takes: boxes ImageID, LabelName, XMin, XMax, YMin, YMax, IsGroupOf; labels ImageID, LabelName, Confidence."""
     prepared_dir = Path(prepared_dir)
-    mids, _ = read_classes(prepared_dir)
+    mids = prepared_classes(prepared_dir).mids
     split_dir = prepared_dir / split
     for name in ("images.parquet", "boxes.parquet", "image_labels.parquet"):
         if not (split_dir / name).is_file():
@@ -46,33 +46,6 @@ def prepared_ground_truth(prepared_dir: str | Path, split: str = "validation"
                               "LabelName": class_mids[labels["label"].to_numpy()],
                               "Confidence": labels["Confidence"].to_numpy()})
     return gt_boxes, gt_labels, Hierarchy.from_json(prepared_dir / "hierarchy.json"), list(mids)
-
-
-def detections_frame(image_ids: Sequence[str], boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray],
-                     labels: Sequence[np.ndarray], class_mids: Sequence[str]) -> pd.DataFrame:
-    """Per-image detections (boxes (K, 4) normalised x1, y1, x2, y2; scores (K,); class indices (K,)) as one
-    prediction frame with the columns of the predictions Parquet files."""
-    counts = [len(s) for s in scores]
-    xyxy = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]) if counts else np.zeros((0, 4))
-    return pd.DataFrame({
-        "ImageID": np.repeat(np.asarray(image_ids, dtype=object), counts),
-        "LabelName": np.asarray(class_mids, dtype=object)[np.concatenate(labels).astype(np.int64)]
-        if counts else np.zeros(0, object),
-        "Score": np.concatenate(scores).astype(np.float32) if counts else np.zeros(0, np.float32),
-        "XMin": xyxy[:, 0], "YMin": xyxy[:, 1], "XMax": xyxy[:, 2], "YMax": xyxy[:, 3]})
-
-
-def add_ancestor_copies(predictions: pd.DataFrame, hierarchy: Hierarchy, class_mids: Sequence[str]
-                        ) -> pd.DataFrame:
-    """The predictions plus one copy of each row per ancestor class (among ``class_mids``) of its label."""
-    known = set(class_mids)
-    parents = {mid: sorted(a for a in hierarchy.ancestors(mid) if a in known) if mid in hierarchy else []
-               for mid in pd.unique(predictions["LabelName"])}
-    copies = np.array([len(parents[mid]) for mid in predictions["LabelName"]], dtype=np.int64)
-    rows = np.repeat(np.arange(len(predictions)), copies)
-    extra = predictions.iloc[rows].copy()
-    extra["LabelName"] = [p for mid in predictions["LabelName"] for p in parents[mid]]
-    return pd.concat([predictions, extra], ignore_index=True)
 
 
 @METRICS.register_module()
@@ -110,8 +83,8 @@ class OpenImagesChallengeMetric(BaseMetric):
         seen = set(image_ids)
         gt_boxes = gt_boxes[gt_boxes["ImageID"].isin(seen)]
         gt_labels = gt_labels[gt_labels["ImageID"].isin(seen)]
-        predictions = detections_frame(image_ids, boxes, scores, labels, mids)
+        predictions = to_frame(predictions_table(image_ids, boxes, scores, labels, mids))
         if self.add_ancestors:
-            predictions = add_ancestor_copies(predictions, hierarchy, mids)
+            predictions = with_ancestors(predictions, hierarchy, mids)
         result = evaluate(predictions, gt_boxes, gt_labels, hierarchy, mids)
         return {"mAP": result.map}

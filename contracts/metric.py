@@ -30,18 +30,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.hierarchy import Hierarchy
-from submit.arrays import grouped_order, positions
-from submit.files import load_predictions
+from contracts.arrays import grouped_order, positions
+from contracts.files import DataError
+from contracts.hierarchy import Hierarchy
 
-__all__ = ["EvalResult", "GroundTruth", "evaluate", "evaluate_expanded", "expand_ground_truth", "load_predictions"]
+__all__ = ["EvalResult", "GroundTruth", "evaluate", "evaluate_expanded", "expand_ground_truth", "read_gt_boxes",
+           "read_gt_labels"]
 
+GT_BOX_COLUMNS = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"]
+GT_LABEL_COLUMNS = ["ImageID", "LabelName", "Confidence"]
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0
@@ -265,3 +269,30 @@ def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.Da
     (unexpanded) box CSV rows ``gt_boxes`` (ImageID, LabelName, XMin, XMax, YMin, YMax, IsGroupOf) and image-label
     rows ``gt_labels`` (ImageID, LabelName, Confidence), over the classes ``class_mids``."""
     return evaluate_expanded(predictions, expand_ground_truth(gt_boxes, gt_labels, hierarchy, class_mids), progress)
+
+
+def _read_csv_columns(path: str | Path, columns: list[str], dtypes: dict) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    header = pd.read_csv(path, nrows=0).columns
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})")
+    try:
+        return pd.read_csv(path, usecols=columns, dtype=dtypes, keep_default_na=False)[columns]
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def read_gt_boxes(path: str | Path) -> pd.DataFrame:
+    """A box CSV (validation 7-column or train 13-column layout) reduced to ImageID, LabelName, XMin, XMax, YMin,
+    YMax, IsGroupOf."""
+    return _read_csv_columns(path, GT_BOX_COLUMNS, {"ImageID": str, "LabelName": str, "XMin": np.float64,
+                                                    "XMax": np.float64, "YMin": np.float64, "YMax": np.float64,
+                                                    "IsGroupOf": np.int8})
+
+
+def read_gt_labels(path: str | Path) -> pd.DataFrame:
+    """An image-label CSV reduced to ImageID, LabelName, Confidence."""
+    return _read_csv_columns(path, GT_LABEL_COLUMNS, {"ImageID": str, "LabelName": str, "Confidence": np.int8})

@@ -1,5 +1,5 @@
-"""One-pass parser of the Kaggle submission CSV, shared by the loader (``files.parse_submission``) and the
-validator.
+"""The Kaggle submission CSV: its header and a one-pass parser, shared by the predictions reader
+(``contracts.predictions.parse_submission``) and the validator.
 
 The file is scanned as bytes by a numba kernel: lines, the ImageId before the single comma, the single-space
 separated PredictionString fields in groups of six (MID score xmin ymin xmax ymax), and the numbers themselves.
@@ -17,6 +17,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+SUBMISSION_HEADER = "ImageId,PredictionString"
 LINE_OK, LINE_EMPTY, LINE_FIELDS, LINE_BLANK_FIELD, LINE_FIELD_COUNT, LINE_NON_ASCII = range(6)
 _POW10 = np.array([10.0 ** k for k in range(23)])  # exact doubles
 
