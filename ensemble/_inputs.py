@@ -49,7 +49,10 @@ def model_arrays(boxes_list: Sequence, scores_list: Sequence,
 
 
 def model_weights(weights: Sequence[float] | np.ndarray | None, n_models: int) -> np.ndarray:
-    """The weights as an array (ones when None), in the dtype ``np.array`` gives them, as ensemble-boxes keeps it."""
+    """The weights as an array (ones when None), in the dtype ``np.array`` gives them, as ensemble-boxes keeps it.
+
+    Zero weights are accepted, as ensemble-boxes does; negative weights and all-zero weights (every fused score
+    would be NaN there) raise."""
     if weights is None:
         return np.ones(n_models)
     weights = np.array(weights)
@@ -57,7 +60,6 @@ def model_weights(weights: Sequence[float] | np.ndarray | None, n_models: int) -
         raise ValueError(f"weights needs one number per model ({n_models}), got shape {weights.shape}")
     if weights.dtype.kind not in _NUMERIC_KINDS:
         raise ValueError(f"weights must be numbers, got dtype {weights.dtype}")
-    if not np.isfinite(weights).all() or (weights <= 0).any():
-        raise ValueError(f"weights must be finite and positive (drop a model rather than weighting it 0), "
-                         f"got {weights.tolist()}")
+    if not np.isfinite(weights).all() or (weights < 0).any() or not (weights > 0).any():
+        raise ValueError(f"weights must be finite, non-negative and not all 0, got {weights.tolist()}")
     return weights

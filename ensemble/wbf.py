@@ -23,17 +23,26 @@ just to 1e-6:
   ``argsort`` gives. We sort stably and flag the label groups holding equal keys; those few groups, and the
   final sort, go through ``np.argsort`` on the same values in the same order, so the order is numpy's own.
 
+Warnings, as ensemble-boxes gives them: one ``UserWarning`` with its message for every corner swapped, every
+coordinate clipped and every zero-area box skipped (boxes below ``skip_box_thr`` are not checked). Silence them
+with the standard warnings filter, as for ensemble-boxes: ``warnings.filterwarnings("ignore", category=UserWarning,
+module="ensemble.wbf")``, or ``warnings.simplefilter("ignore")`` inside ``warnings.catch_warnings()``.
+
+Zero weights are accepted: that model's boxes have key 0, so they join clusters without moving the fused box and
+only count towards the number of boxes.
+
 Differences from ensemble-boxes 1.0.9, all on input it mishandles (ValueError instead):
 - mismatched list lengths (it calls ``exit()``), a ``weights`` list of the wrong length (it warns and uses ones),
-  weights that are not all positive (drop a model rather than weighting it 0), an unknown ``conf_type`` (``exit()``);
+  negative or all-zero weights, an unknown ``conf_type`` (``exit()``);
 - string or object labels; labels of magnitude >= 2**24, which its float32 fused boxes cannot hold;
-- NaN boxes, non-finite scores, and a cluster whose keys sum to 0 (all-zero scores kept by ``skip_box_thr=0``),
-  for which it returns NaN boxes;
+- NaN boxes, non-finite scores, and the clusters for which it returns NaN: one whose keys sum to 0 (overlapping
+  boxes that all score 0 or all come from zero-weight models), and under 'box_and_model_avg' one made only of
+  zero-weight models' boxes (its confidence is 0 / 0);
 - boxes must be ``(n, 4)`` arrays (it silently ignores extra columns).
-It also emits no warnings for swapped, clipped or zero-area boxes.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,6 +53,14 @@ from ._inputs import model_arrays, model_weights
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 _MAX, _BOX_AND_MODEL_AVG, _ABSENT_MODEL_AWARE_AVG = 1, 2, 3  # positions in CONF_TYPES ('avg' is 0)
 _MAX_LABEL = 2 ** 24  # labels travel through float32 fused boxes
+# ensemble-boxes' warnings, in the order it checks a box; bit k of a box's problem flags is message k
+_BOX_WARNINGS = (
+    "X2 < X1 value in box. Swap them.", "Y2 < Y1 value in box. Swap them.",
+    "X1 < 0 in box. Set it to 0.", "X1 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.",
+    "X2 < 0 in box. Set it to 0.", "X2 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.",
+    "Y1 < 0 in box. Set it to 0.", "Y1 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.",
+    "Y2 < 0 in box. Set it to 0.", "Y2 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.")
+_ZERO_AREA = len(_BOX_WARNINGS)  # the flag bit of a skipped zero-area box
 
 
 @njit(cache=True)
@@ -111,9 +128,11 @@ def pairwise_sum(a, to_float32):
 def _prefilter(boxes, keep):
     """Clean the boxes with ``keep`` set: swap reversed corners, clip to [0, 1], drop zero-area boxes.
 
-    boxes: (N0, 4) float64; keep: (N0,) bool. Returns the cleaned boxes (N, 4) and their rows in ``boxes`` (N,)."""
+    boxes: (N0, 4) float64; keep: (N0,) bool. Returns the cleaned boxes (N, 4), their rows in ``boxes`` (N,) and
+    the problem flags of every box (N0,) (bits as in ``_BOX_WARNINGS`` and ``_ZERO_AREA``; 0: a clean box)."""
     out = np.empty((boxes.shape[0], 4))
     rows = np.empty(boxes.shape[0], np.int64)
+    problems = np.zeros(boxes.shape[0], np.int64)
     n = 0
     for i in range(boxes.shape[0]):
         if not keep[i]:
@@ -121,31 +140,55 @@ def _prefilter(boxes, keep):
         x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
         if x2 < x1:
             x1, x2 = x2, x1
+            problems[i] |= 1
         if y2 < y1:
             y1, y2 = y2, y1
+            problems[i] |= 2
         # clip one bound at a time, in the reference's order (keeps the sign of -0.0 as it does)
         if x1 < 0:
             x1 = 0.0
+            problems[i] |= 4
         if x1 > 1:
             x1 = 1.0
+            problems[i] |= 8
         if x2 < 0:
             x2 = 0.0
+            problems[i] |= 16
         if x2 > 1:
             x2 = 1.0
+            problems[i] |= 32
         if y1 < 0:
             y1 = 0.0
+            problems[i] |= 64
         if y1 > 1:
             y1 = 1.0
+            problems[i] |= 128
         if y2 < 0:
             y2 = 0.0
+            problems[i] |= 256
         if y2 > 1:
             y2 = 1.0
+            problems[i] |= 512
         if (x2 - x1) * (y2 - y1) == 0.0:
+            problems[i] |= 1 << _ZERO_AREA
             continue
         out[n, 0], out[n, 1], out[n, 2], out[n, 3] = x1, y1, x2, y2
         rows[n] = i
         n += 1
-    return out[:n], rows[:n]
+    return out[:n], rows[:n], problems
+
+
+def _warn_box_problems(boxes_list: Sequence, counts: list[int], problems: np.ndarray) -> None:
+    """ensemble-boxes' UserWarnings for the flagged boxes, in its words and order; the zero-area message shows
+    the box as the caller passed it."""
+    starts = np.cumsum([0] + counts)
+    for i in np.flatnonzero(problems):
+        for bit, message in enumerate(_BOX_WARNINGS):
+            if problems[i] >> bit & 1:
+                warnings.warn(message)
+        if problems[i] >> _ZERO_AREA & 1:
+            m = int(np.searchsorted(starts, i, side="right")) - 1
+            warnings.warn(f"Zero area box skipped: {boxes_list[m][i - starts[m]]}.")
 
 
 @njit(cache=True)
@@ -210,8 +253,9 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
 
     boxes: (N, 4) float64, keys / box_weights: (N,) float64 (score * weight, weight), models: (N,) int64;
     order, group_starts: from ``_processing_order``; weights: (M,) float64 model weights (float32 values when
-    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64, the group of each cluster (C,) and
-    the group whose keys summed to 0 (-1 if none; the fused box is then undefined)."""
+    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64 (NaN where undefined: a
+    'box_and_model_avg' cluster of zero-weight boxes only), the group of each cluster (C,) and the group whose keys
+    summed to 0 (-1 if none; the fused box is then undefined)."""
     n = boxes.shape[0]
     fused = np.empty((n, 4))
     acc = np.empty((n, 4), np.float32)  # float32 sums of key * coordinate, as the reference keeps them
@@ -282,6 +326,9 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
     for c in range(n_clusters):
         size = count[c]
         if conf_code == _BOX_AND_MODEL_AVG:
+            if weight_field[c] == 0.0:
+                conf[c] = np.nan
+                continue
             n_picked = 0
             for m in range(n_models):
                 if present[c, m]:
@@ -313,10 +360,10 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
     """Fuse the boxes of several models; same arguments and results as ``ensemble_boxes.weighted_boxes_fusion``.
 
     boxes_list: per model an (n_m, 4) array of normalised x1, y1, x2, y2; scores_list / labels_list: per model
-    (n_m,) scores and integer labels; weights: per model (default ones); iou_thr: a box joins a cluster when their
-    IoU is > iou_thr; skip_box_thr: boxes with a lower raw score are dropped; conf_type: 'avg', 'max',
+    (n_m,) scores and integer labels; weights: per model, >= 0 (default ones); iou_thr: a box joins a cluster when
+    their IoU is > iou_thr; skip_box_thr: boxes with a lower raw score are dropped; conf_type: 'avg', 'max',
     'box_and_model_avg' or 'absent_model_aware_avg'; allows_overflow: for 'avg', let confidence exceed 1 when one
-    model gives several boxes to a cluster.
+    model gives several boxes to a cluster. Warns (UserWarning) as it does on swapped, clipped or zero-area boxes.
 
     Returns float64 ``boxes`` (C, 4), ``scores`` (C,) and ``labels`` (C,), sorted by score, descending.
     """
@@ -335,7 +382,9 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
     else:
         keys = [s.astype(np.float64) * float(weights[m]) for m, (_, s, _) in enumerate(per_model)]
     keep = np.concatenate([~(s < skip_box_thr) for _, s, _ in per_model])
-    boxes, rows = _prefilter(np.concatenate([b for b, _, _ in per_model]).astype(np.float64), keep)
+    boxes, rows, problems = _prefilter(np.concatenate([b for b, _, _ in per_model]).astype(np.float64), keep)
+    if problems.any():
+        _warn_box_problems(boxes_list, counts, problems)
     if not len(rows):
         return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
     keys = np.concatenate(keys).astype(np.float64)[rows]
@@ -359,7 +408,12 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
         float(weights.sum()), float(weights.max()))
     if zero_group >= 0:
         raise ValueError(f"boxes of label {labels[order[group_starts[zero_group]]]} with score * weight summing to "
-                         f"0 overlap: their fused box is undefined (raise skip_box_thr above 0 to drop zero scores)")
+                         f"0 overlap: their fused box is undefined (raise skip_box_thr above 0 to drop zero scores, "
+                         f"or drop the zero-weight models)")
+    if np.isnan(conf).any():
+        raise ValueError(f"conf_type 'box_and_model_avg': a fused box of label "
+                         f"{labels[order[group_starts[cluster_group[np.isnan(conf).argmax()]]]]} holds only boxes of "
+                         f"zero-weight models, its confidence is undefined (0 / 0)")
     final = np.argsort(conf)[::-1]
     group_labels = labels[order[group_starts[:-1]]].astype(np.float64)
     return fused[final], conf[final], group_labels[cluster_group[final]]

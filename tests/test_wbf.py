@@ -9,12 +9,22 @@ from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 from ensemble.wbf import CONF_TYPES, pairwise_sum, weighted_boxes_fusion
 
 TOL = 1e-6
+# both warn on every swapped, clipped or zero-area box; test_warnings_match_reference checks those warnings
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:ensemble.wbf")
 
 
 def run_reference(*args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns on every swapped, clipped or zero-area box
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
         return reference_wbf(*args, **kwargs)
+
+
+def recorded_warnings(fn, *args, **kwargs):
+    """fn's result and the (category, message) of every warning it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args, **kwargs)
+    return result, [(w.category, str(w.message)) for w in caught]
 
 
 def assert_same(ours, ref):
@@ -190,8 +200,10 @@ def test_bad_input_raises_value_error():
         weighted_boxes_fusion(box, score, [np.array(["/m/01g317"])])
     with pytest.raises(ValueError, match="weights needs one number per model"):
         weighted_boxes_fusion(box, score, label, weights=[1, 2])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="not all 0"):  # every score would be x / 0
         weighted_boxes_fusion(box, score, label, weights=[0])
+    with pytest.raises(ValueError, match="non-negative"):
+        weighted_boxes_fusion(box + box, score + score, label + label, weights=[1, -1])
     with pytest.raises(ValueError, match="conf_type"):
         weighted_boxes_fusion(box, score, label, conf_type="mean")
     with pytest.raises(ValueError, match="NaN"):
@@ -202,3 +214,77 @@ def test_bad_input_raises_value_error():
         weighted_boxes_fusion(box, score, [np.array([2 ** 24])])
     with pytest.raises(ValueError, match=r"shape \(n, 4\)"):
         weighted_boxes_fusion([np.array([0.1, 0.1, 0.5, 0.5])], score, label)
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+def test_zero_weights_match_reference(conf_type):
+    """Zero-weight models' boxes join clusters with key 0 (they only count as boxes): bit-identical results. Where
+    the reference gives NaN (zero-key boxes fused alone, or a 'box_and_model_avg' cluster of zero-weight boxes
+    only), ours raises instead."""
+    rng = np.random.default_rng(CONF_TYPES.index(conf_type) + 100)
+    identical = raised = 0
+    for case in range(40):
+        n_models = int(rng.integers(2, 6))
+        data = random_case(rng, n_models, 30, 3, dirty=case % 2 == 0, dtype=np.float32 if case % 3 else np.float64)
+        weights = list(np.where(rng.random(n_models) < 0.4, 0.0, rng.uniform(0.2, 3, n_models)))
+        weights[case % n_models] = 0.0
+        weights[(case + 1) % n_models] = 1.0
+        kwargs = dict(weights=weights, iou_thr=float(rng.choice([0.3, 0.55])), conf_type=conf_type)
+        ref = run_reference(*data, **kwargs)
+        if np.isnan(ref[0]).any() or np.isnan(ref[1]).any():
+            with pytest.raises(ValueError, match="summing to 0|zero-weight models"):
+                weighted_boxes_fusion(*data, **kwargs)
+            raised += 1
+        else:
+            for got, want in zip(weighted_boxes_fusion(*data, **kwargs), ref):
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+            identical += 1
+    assert raised >= 1 and identical >= (1 if conf_type == "box_and_model_avg" else 10)  # there NaN is common
+
+
+def test_zero_weight_box_counts_but_does_not_move_the_fused_box():
+    boxes = [np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([[0.12, 0.1, 0.5, 0.52]])]
+    scores, labels = [np.array([0.8]), np.array([0.9])], [np.array([1]), np.array([1])]
+    for conf_type in CONF_TYPES:
+        ours = weighted_boxes_fusion(boxes, scores, labels, weights=[1, 0], conf_type=conf_type)
+        for got, want in zip(ours, run_reference(boxes, scores, labels, weights=[1, 0], conf_type=conf_type)):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(ours[0], [[0.1, 0.1, 0.5, 0.5]], atol=TOL)
+    ours = weighted_boxes_fusion(boxes, scores, labels, weights=[1, 0])
+    np.testing.assert_allclose(ours[1], [0.8 / 2 * 2 / 1], atol=TOL)  # mean key * min(2 models, 2 boxes) / 1
+
+
+def test_warnings_match_reference():
+    """One UserWarning per swapped or clipped coordinate and per zero-area box, with the reference's messages, in
+    its order; boxes below skip_box_thr are not checked."""
+    rng = np.random.default_rng(31)
+    n_warnings = 0
+    for case in range(30):
+        data = random_case(rng, int(rng.integers(1, 5)), 30, 3, dirty=True,
+                           dtype=np.float32 if case % 2 else np.float64)
+        if case % 3 == 0:  # Python lists: the zero-area message shows the box as a list
+            data = tuple([part.tolist() for part in parts] for parts in data)
+        kwargs = dict(skip_box_thr=float(rng.choice([0.0, 0.3])))
+        ours, our_warnings = recorded_warnings(weighted_boxes_fusion, *data, **kwargs)
+        ref, ref_warnings = recorded_warnings(reference_wbf, *data, **kwargs)
+        assert our_warnings == ref_warnings
+        assert_same(ours, ref)
+        n_warnings += len(our_warnings)
+    assert n_warnings > 100
+
+
+def test_clean_boxes_give_no_warnings_and_the_filter_silences_them():
+    rng = np.random.default_rng(32)
+    boxes, scores, labels = random_case(rng, 3, 40, 3)
+    boxes = [np.clip(np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], axis=1), 0, 1)
+             for b in boxes]
+    clean = boxes, scores, labels
+    assert recorded_warnings(weighted_boxes_fusion, *clean)[1] == []
+    dirty = random_case(rng, 3, 40, 3, dirty=True)
+    assert recorded_warnings(weighted_boxes_fusion, *dirty)[1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=UserWarning, module="ensemble.wbf")  # as documented
+        weighted_boxes_fusion(*dirty)
+    assert caught == []
