@@ -23,6 +23,9 @@ numpy's sort algorithm): here every sort is stable. Within an (image, class), eq
 order. In the per-class list that AP is computed from, equal scores keep collection order: images by ImageID; within
 one image the detections in matching order, then the group-of TPs in ground-truth row order.
 
+Per-detection outcomes (``match_detections``, for drawing and diagnosis) come from the same selection and matching
+kernel as the mAP: each prediction row is a TP, an FP, absorbed by a group-of box, or ignored.
+
 Shapes: N = detections, M = expanded ground-truth boxes, C = classes, G = (image, class) groups with detections.
 A *key* is ``image_index * C + class_index`` (images indexed in sorted ImageID order).
 """
@@ -41,7 +44,8 @@ from contracts.arrays import grouped_order, positions
 from contracts.files import DataError
 from contracts.hierarchy import Hierarchy
 
-__all__ = ["EvalResult", "GroundTruth", "evaluate", "evaluate_expanded", "expand_ground_truth", "read_gt_boxes",
+__all__ = ["EvalResult", "FALSE_POSITIVE", "GROUP_OF", "GroundTruth", "IGNORED", "Matching", "TRUE_POSITIVE",
+           "evaluate", "evaluate_expanded", "expand_ground_truth", "match_detections", "read_gt_boxes",
            "read_gt_labels"]
 
 GT_BOX_COLUMNS = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"]
@@ -49,6 +53,8 @@ GT_LABEL_COLUMNS = ["ImageID", "LabelName", "Confidence"]
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0
+# per-detection outcomes (Matching.outcome)
+IGNORED, FALSE_POSITIVE, TRUE_POSITIVE, GROUP_OF = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class GroundTruth:
 
     image_ids (I,) sorted ImageIDs with any ground-truth row; class_mids (C,) the evaluated classes;
     box_key (M,) int64 sorted (stable: input row order within a key); box_yxyx (M, 4) float64 ymin, xmin, ymax, xmax;
-    box_group_of (M,) bool; verified_keys sorted unique int64; num_gt (C,) int64."""
+    box_group_of (M,) bool; verified_keys sorted unique int64; num_gt (C,) int64; box_row (M,) int64 the source row
+    (position in the box frame) of each expanded box, None when not built by ``expand_ground_truth``."""
 
     image_ids: np.ndarray
     class_mids: np.ndarray
@@ -66,6 +73,7 @@ class GroundTruth:
     box_group_of: np.ndarray
     verified_keys: np.ndarray
     num_gt: np.ndarray
+    box_row: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,15 +134,16 @@ def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarc
         label_keys.append(positions(part["ImageID"], image_index)[lrows] * n_classes + lcls)
     verified = np.unique(np.concatenate([box_key, *label_keys]))
     num_gt = np.bincount(box_key % n_classes, minlength=n_classes).astype(np.int64)
-    return GroundTruth(image_ids, class_mids, box_key, np.ascontiguousarray(yxyx), group_of, verified, num_gt)
+    return GroundTruth(image_ids, class_mids, box_key, np.ascontiguousarray(yxyx), group_of, verified, num_gt, rows)
 
 
 @numba.njit(cache=True, nogil=True)
 def _match_groups(group_start, group_end, gt_lo, gt_hi, group_class, det_yxyx, det_score, gt_yxyx, gt_group_of,
-                  iou_threshold, out_class, out_score, out_tp, n_out):
+                  iou_threshold, out_class, out_score, out_tp, n_out, det_outcome, det_box):
     """Match detections to ground truth for groups ``g`` (detections ``group_start[g]:group_end[g]``, sorted by
     descending score; boxes ``gt_lo[g]:gt_hi[g]``). Appends one (class, score, tp) entry per FP, TP and group-of TP
-    to the ``out_*`` arrays from position ``n_out``; returns the new end position."""
+    to the ``out_*`` arrays from position ``n_out``; returns the new end position. Each detection's outcome and its
+    matched or absorbing box (-1 for an FP) go to ``det_outcome[i]`` and ``det_box[i]``."""
     for g in range(len(group_start)):
         c, lo, hi = group_class[g], gt_lo[g], gt_hi[g]
         matched = np.zeros(hi - lo, np.bool_)
@@ -160,11 +169,14 @@ def _match_groups(group_start, group_end, gt_lo, gt_hi, group_class, det_yxyx, d
             if best_box >= 0 and best_iou >= iou_threshold and not matched[best_box]:
                 matched[best_box] = True
                 tp = 1.0
+                det_outcome[i], det_box[i] = TRUE_POSITIVE, lo + best_box
             elif best_group >= 0 and best_ioa >= iou_threshold:
                 group_best[best_group] = max(group_best[best_group], det_score[i])
+                det_outcome[i], det_box[i] = GROUP_OF, lo + best_group
                 continue
             else:
                 tp = 0.0
+                det_outcome[i], det_box[i] = FALSE_POSITIVE, -1
             out_class[n_out], out_score[n_out], out_tp[n_out] = c, det_score[i], tp
             n_out += 1
         for j in range(hi - lo):
@@ -222,9 +234,9 @@ def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
     return index[keep], key[keep]
 
 
-def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> EvalResult:
-    """The metric for predictions (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against expanded ground
-    truth."""
+def _match(predictions: pd.DataFrame, gt: GroundTruth, progress: bool):
+    """Selection and matching, shared by the mAP and the per-detection outcomes. Returns the selected rows and
+    their keys (``_select_detections``), each one's outcome and box, and the AP entries (class, score, tp)."""
     n_classes = len(gt.class_mids)
     index, key = _select_detections(predictions, gt)
     det_yxyx = np.stack([predictions[c].to_numpy(dtype=np.float64)[index] for c in ("YMin", "XMin", "YMax", "XMax")],
@@ -242,6 +254,8 @@ def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool
     out_class = np.empty(capacity, np.int64)
     out_score = np.empty(capacity, np.float64)
     out_tp = np.empty(capacity, np.float64)
+    det_outcome = np.empty(len(key), np.int8)
+    det_box = np.empty(len(key), np.int32)  # M < 2**31
     n_out = 0
     chunks = np.array_split(np.arange(len(group_start)), max(1, min(100, len(group_start) // 1000)))
     for chunk in tqdm(chunks, desc="matching", unit="chunk", disable=not progress, leave=False):
@@ -249,8 +263,14 @@ def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool
             sl = slice(chunk[0], chunk[-1] + 1)
             n_out = _match_groups(group_start[sl], group_end[sl], gt_lo[sl], gt_hi[sl], group_class[sl], det_yxyx,
                                   det_score, gt.box_yxyx, gt.box_group_of, IOU_THRESHOLD, out_class, out_score,
-                                  out_tp, n_out)
-    out_class, out_score, out_tp = out_class[:n_out], out_score[:n_out], out_tp[:n_out]
+                                  out_tp, n_out, det_outcome, det_box)
+    return index, key, det_outcome, det_box, out_class[:n_out], out_score[:n_out], out_tp[:n_out]
+
+
+def _result(gt: GroundTruth, key: np.ndarray, out_class: np.ndarray, out_score: np.ndarray,
+            out_tp: np.ndarray) -> EvalResult:
+    """AP per class and mAP from the matching's entries."""
+    n_classes = len(gt.class_mids)
     order = grouped_order(out_class, n_classes, -out_score)
     entry_tp = out_tp[order]
     class_end = np.cumsum(np.bincount(out_class, minlength=n_classes))
@@ -261,6 +281,42 @@ def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool
     with_gt = gt.num_gt > 0
     mean_ap = float(ap[with_gt].mean()) if with_gt.any() else float("nan")
     return EvalResult(mean_ap, per_class, len(gt.image_ids), len(key))
+
+
+def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> EvalResult:
+    """The metric for predictions (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against expanded ground
+    truth."""
+    _, key, _, _, out_class, out_score, out_tp = _match(predictions, gt, progress)
+    return _result(gt, key, out_class, out_score, out_tp)
+
+
+@dataclass(frozen=True)
+class Matching:
+    """What the metric made of each prediction row, and the EvalResult of that same matching.
+
+    outcome (N,) int8 per input row: TRUE_POSITIVE, FALSE_POSITIVE, GROUP_OF (absorbed by a group-of box, which
+    counts one TP at its highest absorbed score) or IGNORED (unverified class, image without ground truth, unlisted
+    MID, invalid box, floor score, beyond the per-(image, class) cap); box (N,) int64 the matched or absorbing
+    expanded ground-truth box (index into ``gt.box_*``), -1 otherwise; box_found (M,) bool the boxes that count as
+    found: matched by a TP, or group-of with an absorbed detection scored > 0."""
+
+    outcome: np.ndarray
+    box: np.ndarray
+    box_found: np.ndarray
+    result: EvalResult
+
+
+def match_detections(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> Matching:
+    """Per-detection outcomes of the metric (see ``Matching``) for predictions against expanded ground truth."""
+    index, key, det_outcome, det_box, out_class, out_score, out_tp = _match(predictions, gt, progress)
+    outcome = np.full(len(predictions), IGNORED, np.int8)
+    box = np.full(len(predictions), -1, np.int64)
+    outcome[index], box[index] = det_outcome, det_box
+    score = predictions["Score"].to_numpy(dtype=np.float64)[index]
+    found = det_box[(det_outcome == TRUE_POSITIVE) | ((det_outcome == GROUP_OF) & (score > 0))]
+    box_found = np.zeros(len(gt.box_key), bool)
+    box_found[found] = True
+    return Matching(outcome, box, box_found, _result(gt, key, out_class, out_score, out_tp))
 
 
 def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,

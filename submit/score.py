@@ -2,7 +2,9 @@
 
 Prints progress lines, then ``mAP: 0.xxxxxx`` as the last line. ``--per-class`` writes MID, DisplayName, AP,
 num_gt, num_dets per class (class-file order; AP empty where num_gt = 0); ``--plot`` a bar chart of the best and
-worst classes. The metric is ``contracts.metric.evaluate`` (see there for the rules and tie order).
+worst classes; ``--report DIR`` a self-contained HTML page (``submit.report``), with drawn examples of the worst
+classes when ``--images`` names the image folder. The metric is ``contracts.metric.evaluate`` (see there for the
+rules and tie order).
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ import pandas as pd
 
 from contracts.classes import ClassList, read_classes
 from contracts.cli import INPUT_ERRORS, report_error
-from contracts.files import atomic_output
+from contracts.files import DataError, atomic_output
 from contracts.hierarchy import Hierarchy
-from contracts.metric import EvalResult, evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
+from contracts.metric import (EvalResult, evaluate_expanded, expand_ground_truth, match_detections, read_gt_boxes,
+                              read_gt_labels)
 from contracts.predictions import read_predictions
+from submit.report import Examples, write_report
+from submit.show import Evaluated
 
 
 def per_class_table(result: EvalResult, classes: ClassList) -> pd.DataFrame:
@@ -80,18 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", required=True, help="class file (MID,DisplayName, no header)")
     parser.add_argument("--per-class", help="write per-class AP to this CSV")
     parser.add_argument("--plot", help="write a bar plot of the best and worst classes to this PNG")
+    parser.add_argument("--report", metavar="DIR", help="write an HTML evaluation report to DIR/index.html")
+    parser.add_argument("--images", metavar="DIR",
+                        help="the validation image folder: the report draws the worst classes' images (needs --report)")
     parser.add_argument("--quiet", action="store_true", help="print only the mAP line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.images and not args.report:
+        parser.error("--images is for the report's pictures: give --report DIR too")
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     start = time.perf_counter()
     try:
+        if args.images and not Path(args.images).is_dir():
+            raise DataError(f"image folder not found: {args.images}")
         classes = read_classes(args.classes)
-        gt = expand_ground_truth(read_gt_boxes(args.boxes), read_gt_labels(args.labels),
-                                 Hierarchy.from_json(args.hierarchy), list(classes.mids))
+        hierarchy = Hierarchy.from_json(args.hierarchy)
+        gt_boxes, gt_labels = read_gt_boxes(args.boxes), read_gt_labels(args.labels)
+        gt = expand_ground_truth(gt_boxes, gt_labels, hierarchy, list(classes.mids))
         say(f"ground truth: {len(gt.image_ids):,} images, {len(gt.box_key):,} boxes after expansion, "
             f"{int((gt.num_gt > 0).sum())} of {len(classes)} classes with boxes ({time.perf_counter() - start:.1f} s)")
         t = time.perf_counter()
@@ -99,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"predictions: {len(predictions):,} boxes on {predictions['ImageID'].nunique():,} images "
             f"({time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
-        result = evaluate_expanded(predictions, gt, progress=not args.quiet)
+        if args.images:  # the report's pictures need every detection's outcome: the same matching, kept
+            matching = match_detections(predictions, gt, progress=not args.quiet)
+            result = matching.result
+        else:
+            result = evaluate_expanded(predictions, gt, progress=not args.quiet)
         say(f"evaluated {result.num_detections:,} detections on verified classes ({time.perf_counter() - t:.1f} s)")
         table = per_class_table(result, classes)
         if args.per_class:
@@ -108,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             plot_per_class(table, args.plot)
             say(f"plot: {args.plot}")
+        if args.report:
+            examples = (Examples(Evaluated(predictions, classes, gt_boxes, gt_labels, gt, matching), Path(args.images))
+                        if args.images else None)
+            settings = [("predictions", args.submission),
+                        ("predictions read", f"{len(predictions):,} boxes on {predictions['ImageID'].nunique():,} "
+                                             "images"),
+                        ("ground-truth boxes", args.boxes), ("image labels", args.labels),
+                        ("hierarchy", args.hierarchy), ("classes", args.classes),
+                        ("images", args.images or "not given (no example pictures)")]
+            say(f"report: {write_report(args.report, table, result, hierarchy, settings, examples)}")
     except INPUT_ERRORS as e:
         return report_error(e)
     say(f"total {time.perf_counter() - start:.1f} s")
