@@ -45,11 +45,20 @@ TRAIN_PREPARED := $(PREPARED)
 RUN_NAME    := $(MODEL)
 endif
 MODEL_DIR   ?= $(WORK)/models/$(RUN_NAME)
+# FROM=NAME starts training from the last checkpoint of WORK/models/NAME (FROM_CKPT=FILE: from that file) with the
+# class layers re-initialised (pipeline/init_from.py), e.g. an expert fine-tuned from a global model
+FROM        ?=
+FROM_CKPT   ?= $(if $(FROM),$(shell cat $(WORK)/models/$(FROM)/last_checkpoint 2>/dev/null))
+LAST        ?=
 GPUS        ?= 1
 RESUME      ?= 0
 CFG_OPTIONS ?=
 PARTITION   ?= gpu
 CKPT        ?= $(shell cat $(MODEL_DIR)/last_checkpoint 2>/dev/null)
+# infer builds the model from the config the run was trained with (mmengine writes it into the model folder, with
+# the class count of an expert or of ADAPT_CLASSES), else from CONFIG
+TRAINED_CONFIG := $(MODEL_DIR)/$(notdir $(CONFIG))
+INFER_CONFIG ?= $(if $(wildcard $(TRAINED_CONFIG)),$(TRAINED_CONFIG),$(CONFIG))
 SPLIT       ?= validation
 IMAGES      ?= $(IMAGES_ROOT)/$(SPLIT)
 PREDICTIONS ?= $(WORK)/predictions/$(RUN_NAME)/$(SPLIT)
@@ -71,6 +80,7 @@ DEMO_MODELS ?= mini_tsd mini_baseline
 
 TRAIN_DATA  := --prepared-dir $(TRAIN_PREPARED) --img-root $(IMAGES_ROOT) $(if $(filter 1,$(ADAPT_CLASSES)),--adapt-classes)
 INFER_ARGS   = --split $(SPLIT) --images $(IMAGES) --classes $(TRAIN_PREPARED)/classes.csv $(INFER_OPTS)
+TRAIN_INIT   = $(if $(FROM_CKPT),--init-from $(FROM_CKPT))
 ifeq ($(RESUME),1)
 TRAIN_RESUME := --resume
 endif
@@ -78,7 +88,8 @@ ifneq ($(strip $(CFG_OPTIONS)),)
 TRAIN_CFG := --cfg-options $(CFG_OPTIONS)
 endif
 
-.PHONY: help install mini prepare train train-slurm infer infer-slurm ensemble submission evaluate demo test bench clean
+.PHONY: help install mini prepare train train-slurm average infer infer-slurm ensemble submission evaluate show \
+	demo test bench clean
 
 help: ## list the targets, what each reads and writes, and the current dataset
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -113,25 +124,31 @@ ifeq ($(REMEMBER),1)
 	mkdir -p $(WORK_ROOT) && echo "$(WORK)" > $(WORK_ROOT)/CURRENT
 endif
 
-train: $(STAMP) ## reads WORK/prepared + images -> writes WORK/models/MODEL (GPUS=N torchrun; RESUME=1; EXPERT=NAME)
+train: $(STAMP) ## reads WORK/prepared + images -> writes WORK/models/MODEL (GPUS=N torchrun; RESUME=1; EXPERT=NAME; FROM=MODEL)
+	@test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
 ifeq ($(GPUS),1)
-	$(PY) -m pipeline.train $(CONFIG) --work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
+	$(PY) -m pipeline.train $(CONFIG) --work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 else
 	$(VENV)/bin/torchrun --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
-		--work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_RESUME) $(TRAIN_CFG)
+		--work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 endif
 
 train-slurm: $(STAMP) ## as train, on Slurm (srun, PARTITION, GPUS)
+	@test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
 	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) \
-		$(TRAIN_RESUME) $(TRAIN_CFG)
+		$(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
+
+average: $(STAMP) ## reads the last LAST=K checkpoints of WORK/models/MODEL -> writes its average_lastK.pth
+	@test -n "$(LAST)" || { echo "error: set LAST=K, how many of the latest checkpoints of $(MODEL_DIR) to average" >&2; exit 2; }
+	$(PY) -m pipeline.average --work-dir $(MODEL_DIR) --last $(LAST) --out $(MODEL_DIR)/average_last$(LAST).pth
 
 infer: $(STAMP) ## reads WORK/models/MODEL + SPLIT images -> writes WORK/predictions/MODEL/SPLIT (SHARD=k/N; EXPERT=NAME)
 	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
-	$(PY) -m pipeline.infer $(CONFIG) $(CKPT) --shard $(SHARD) --out $(PREDICTIONS) $(INFER_ARGS)
+	$(PY) -m pipeline.infer $(INFER_CONFIG) $(CKPT) --shard $(SHARD) --out $(PREDICTIONS) $(INFER_ARGS)
 
 infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); waits, checks the shard set
 	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
-	PYTHON=$(PY) bash tools/slurm_infer.sh $(PARTITION) $(SHARDS) $(PREDICTIONS) $(CONFIG) $(CKPT) $(INFER_ARGS)
+	PYTHON=$(PY) bash tools/slurm_infer.sh $(PARTITION) $(SHARDS) $(PREDICTIONS) $(INFER_CONFIG) $(CKPT) $(INFER_ARGS)
 
 ensemble: $(STAMP) ## reads WORK/predictions named by RECIPE on SPLIT -> writes WORK/ensemble/RECIPE/SPLIT
 	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --prepared $(PREPARED) --jobs $(JOBS)
@@ -141,22 +158,53 @@ submission: $(STAMP) ## reads WORK/ensemble/RECIPE/test -> writes WORK/submissio
 		--images $(SAMPLE_SUBMISSION) --out $(SUBMISSION)
 	$(PY) -m submit.validate $(SUBMISSION) --classes $(CLASSES) --images $(SAMPLE_SUBMISSION)
 
-evaluate: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + validation CSVs -> mAP, WORK/eval/RECIPE
+evaluate: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + validation CSVs -> mAP, WORK/eval/RECIPE (report)
 	$(PY) -m submit.score --submission $(WORK)/ensemble/$(RECIPE_NAME)/validation/predictions.parquet \
 		--boxes $(VAL_BOXES) --labels $(VAL_LABELS) --hierarchy $(HIERARCHY) --classes $(CLASSES) \
-		--per-class $(EVAL_DIR)/per_class.csv --plot $(EVAL_DIR)/per_class.png
+		--per-class $(EVAL_DIR)/per_class.csv --plot $(EVAL_DIR)/per_class.png \
+		--report $(EVAL_DIR)/report --images $(IMAGES_ROOT)/validation
 
-# The demo runs in its own work folder (DEMO_WORK) and leaves work/CURRENT alone.
+show: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + images, CSVs -> EVAL_DIR/show (worst images first)
+	$(PY) -m submit.show --predictions $(WORK)/ensemble/$(RECIPE_NAME)/validation/predictions.parquet \
+		--images $(IMAGES_ROOT)/validation --out $(EVAL_DIR)/show \
+		--boxes $(VAL_BOXES) --labels $(VAL_LABELS) --classes $(CLASSES) --hierarchy $(HIERARCHY)
+
+# The demo runs in its own work folder (DEMO_WORK) and leaves work/CURRENT alone. After the two global models it
+# fine-tunes mini_tsd on the 3 classes it is weakest at on validation (expert worst3, which
+# configs/ensemble/mini_expert.yaml and configs/ensemble/search/mini_candidates.yaml name), averages mini_tsd's last
+# DEMO_AVERAGE checkpoints, fuses (mini, mini_expert) and searches a recipe on validation (mini_search); the
+# submission is the mini recipe's.
 DEMO_MAKE = $(MAKE) --no-print-directory DATA=data/mini WORK=$(DEMO_WORK) REMEMBER=0
+DEMO_WORST  := 3
+DEMO_EXPERT := worst$(DEMO_WORST)
+DEMO_EXPERT_OPTIONS ?= train_cfg.max_iters=60 param_scheduler.0.end=20
+DEMO_AVERAGE ?= 4
+DEMO_EVAL = --boxes data/mini/challenge-2019-validation-detection-bbox.csv \
+	--labels data/mini/challenge-2019-validation-detection-human-imagelabels.csv \
+	--hierarchy $(DEMO_WORK)/prepared/hierarchy.json --classes $(DEMO_WORK)/prepared/classes.csv
 demo: $(STAMP) ## the whole pipeline on the mini dataset in DEMO_WORK, ending in one results table
 	$(DEMO_MAKE) prepare
 	for m in $(DEMO_MODELS); do $(DEMO_MAKE) train MODEL=$$m || exit 1; done
 	for m in $(DEMO_MODELS); do for s in validation test; do \
 		$(DEMO_MAKE) infer MODEL=$$m SPLIT=$$s || exit 1; done; done
-	for s in validation test; do $(DEMO_MAKE) ensemble SPLIT=$$s || exit 1; done
+	$(PY) tools/demo_report.py per-class --work $(DEMO_WORK) --model mini_tsd --out $(DEMO_WORK)/eval/mini_tsd/per_class.csv
+	$(PY) -m data_prep.experts --prepared $(DEMO_WORK)/prepared --per-class $(DEMO_WORK)/eval/mini_tsd/per_class.csv \
+		--worst $(DEMO_WORST) --out $(DEMO_WORK)/expert_groups.csv
+	$(DEMO_MAKE) prepare PREPARE_OPTS=--expert-groups=$(DEMO_WORK)/expert_groups.csv
+	$(DEMO_MAKE) train MODEL=mini_tsd EXPERT=$(DEMO_EXPERT) FROM=mini_tsd CFG_OPTIONS="$(DEMO_EXPERT_OPTIONS)"
+	$(DEMO_MAKE) infer MODEL=mini_tsd EXPERT=$(DEMO_EXPERT) SPLIT=validation
+	$(DEMO_MAKE) average MODEL=mini_tsd LAST=$(DEMO_AVERAGE)
+	$(DEMO_MAKE) infer MODEL=mini_tsd SPLIT=validation CKPT=$(DEMO_WORK)/models/mini_tsd/average_last$(DEMO_AVERAGE).pth \
+		PREDICTIONS=$(DEMO_WORK)/predictions/mini_tsd-average/validation
+	for r in mini mini_expert; do $(DEMO_MAKE) ensemble RECIPE=configs/ensemble/$$r.yaml SPLIT=validation || exit 1; done
+	$(PY) -m ensemble.search --candidates configs/ensemble/search/mini_candidates.yaml --work $(DEMO_WORK) \
+		--prepared $(DEMO_WORK)/prepared $(DEMO_EVAL) --out $(DEMO_WORK)/recipes/mini_search.yaml --quiet
+	$(DEMO_MAKE) ensemble RECIPE=$(DEMO_WORK)/recipes/mini_search.yaml SPLIT=validation
+	$(DEMO_MAKE) ensemble SPLIT=test
 	$(DEMO_MAKE) submission
 	$(DEMO_MAKE) evaluate
-	$(PY) tools/demo_report.py --work $(DEMO_WORK) --models $(DEMO_MODELS) --recipe mini
+	$(PY) tools/demo_report.py table --work $(DEMO_WORK) --models $(DEMO_MODELS) --averaged mini_tsd-average:mini_tsd \
+		--expert mini_tsd-$(DEMO_EXPERT):$(DEMO_EXPERT) --recipes mini mini_expert mini_search
 
 test: $(STAMP) ## the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

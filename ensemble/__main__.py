@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fuse the predictions of several models image by image (WBF, NMS, Soft-NMS or adj-NMS), copy "
                     "each fused box to every ancestor class of the hierarchy, drop low scores, cap the boxes per "
                     "image, and write WORK/ensemble/RECIPE/SPLIT/predictions.parquet.",
-        epilog="Recipe format: see configs/ensemble/challenge.yaml and the docstring of ensemble/recipe.py.")
+        epilog="Recipe format: see configs/ensemble/challenge.yaml and the docstring of ensemble/recipe.py (an input "
+               "with 'classes: FILE' is an expert: each class is fused over the inputs covering it). To search "
+               "a recipe on validation: python -m ensemble.search --help.")
     parser.add_argument("--recipe", required=True, help="recipe YAML, e.g. configs/ensemble/mini.yaml; its file "
                                                         "name (without .yaml) names the output folder")
     parser.add_argument("--split", required=True, choices=["validation", "test"], help="which predictions to fuse")

@@ -7,6 +7,12 @@ fixed-size binary record, into the file of its chunk of images (images numbered 
 read one at a time, sorted by image with numpy, and fused in blocks of images by joblib workers; the results are
 written in image order, so the output does not depend on the number of workers.
 
+One fusion call takes a run of a few images (``_FUSE_IMAGES``) and a group of classes with the same covering
+inputs (``Fusion``, see ensemble/recipe.py on coverage): each (image, class) pair gets a label of its own, and every
+fusion method treats labels independently, so the fused boxes are those of image-by-image fusion. Rows then come
+out per image by score, descending; equal scores are ordered by class number, then box, so the order depends on
+nothing but the image's own fused boxes (not on the runs, blocks or workers).
+
 Ancestor copies (``contracts.expansion``): a fused box of class C is also written once for every ancestor of C (a
 set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even when fusion already
 produced a box of the ancestor class at the same place: the copy carries the evidence for C, the other box the
@@ -17,7 +23,10 @@ positive, which costs less than losing the recall of either.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,49 +36,174 @@ import pyarrow.parquet as pq
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from contracts.arrays import grouped_order
+from contracts.classes import read_classes
 from contracts.expansion import AncestorExpansion
 from contracts.hierarchy import Hierarchy
 from contracts.predictions import BOX_COLUMNS, COLUMNS, SCHEMA, check_columns, input_files
 
-from .recipe import Recipe, expand_placeholders
+from .recipe import Recipe, expand_placeholders, fuse
+
 # one prediction row: image and class numbers (positions in the sorted ImageID and MID lists), score, x1 y1 x2 y2
 RECORD = np.dtype([("image", "<i4"), ("label", "<i4"), ("score", "<f4"), ("box", "<f4", (4,))])
 _BATCH_ROWS = 1 << 18
 _FLUSH_ROWS = 1 << 20
+_FUSE_IMAGES = 8  # images per fusion call: (image, class) labels; small calls keep each call's arrays in cache
 
 
-def fuse_image(recipe: Recipe, expansion: AncestorExpansion, image: int, per_model: list[np.ndarray]) -> np.ndarray:
-    """Fuse image number ``image`` (its RECORD rows, one array per model), expand to ancestors, threshold, cap.
+@dataclass(frozen=True)
+class Fusion:
+    """A recipe bound to a class list: what ``fuse_block`` needs.
 
-    Rows come out by score, descending, each fused box followed by its ancestor copies."""
-    boxes, scores, labels = recipe.fuse([r["box"] for r in per_model], [r["score"] for r in per_model],
-                                        [r["label"] for r in per_model])
-    order = np.argsort(-scores, kind="stable")
-    scores = scores[order].astype(np.float32)
-    keep = scores.astype(np.float64) >= recipe.score_thr
-    boxes, scores, labels = boxes[order][keep], scores[keep], labels[order][keep].astype(np.int64)
-    rows, labels = expansion.apply(labels)
-    if recipe.max_per_image is not None:
-        rows, labels = rows[:recipe.max_per_image], labels[:recipe.max_per_image]
-    out = np.empty(len(rows), RECORD)
-    out["image"] = image
+    mids (C,): the class list (class numbers index it); weights (M,): per input; groups: the covering inputs of
+    each class group (input positions, ascending); group_of_class (C,) int: each class's group, -1 where no input
+    covers it, or None when every input covers every class (one group); expansion: the ancestor copies."""
+
+    method: str
+    params: dict
+    weights: tuple[float, ...]
+    groups: tuple[tuple[int, ...], ...]
+    group_of_class: np.ndarray | None
+    expansion: AncestorExpansion
+    mids: tuple[str, ...]
+    score_thr: float = 0.0
+    max_per_image: int | None = None
+
+
+def make_fusion(recipe: Recipe, mids: Sequence[str], covered: Sequence[np.ndarray | None],
+                expansion: AncestorExpansion) -> Fusion:
+    """Bind ``recipe`` to the class list ``mids``; ``covered[i]`` is input i's coverage mask over ``mids`` (C,)
+    bool, or None for every class."""
+    n_inputs, n_classes = len(recipe.inputs), len(mids)
+    weights = tuple(i.weight for i in recipe.inputs)
+    if all(c is None for c in covered):
+        groups, group_of_class = (tuple(range(n_inputs)),), None
+    else:
+        cover = np.stack([np.ones(n_classes, bool) if c is None else c for c in covered])
+        index: dict[tuple[int, ...], int] = {}  # covering set -> group, groups numbered by their first class
+        group_of_class = np.full(n_classes, -1, np.int64)
+        for c in range(n_classes):
+            members = tuple(int(i) for i in np.flatnonzero(cover[:, c]))
+            if members:
+                group_of_class[c] = index.setdefault(members, len(index))
+        groups = tuple(index)
+    return Fusion(recipe.method, dict(recipe.params), weights, groups, group_of_class, expansion, tuple(mids),
+                  recipe.score_thr, recipe.max_per_image)
+
+
+def coverage(class_file: str | Path | None, mids: Sequence[str]) -> np.ndarray | None:
+    """The mask over ``mids`` of the classes listed in ``class_file`` (None: no file, every class)."""
+    if class_file is None:
+        return None
+    listed = set(read_classes(class_file).mids)
+    return np.array([m in listed for m in mids], bool)
+
+
+def class_list(mids: dict[str, Path], hierarchy: Hierarchy | None,
+               hierarchy_source: str | None = None) -> tuple[list[str], AncestorExpansion]:
+    """The class list (sorted MIDs: those predicted, and the hierarchy's) and its ancestor copies; ``mids`` maps each
+    predicted MID to a file it appears in (for the error on a MID outside the hierarchy)."""
+    if hierarchy is None:
+        classes = sorted(mids)
+        return classes, AncestorExpansion.none(len(classes))
+    unknown = sorted(set(mids) - hierarchy.mids)
+    if unknown:
+        raise ValueError(f"{mids[unknown[0]]}: classes not in the hierarchy {hierarchy_source}: {unknown[:5]}")
+    classes = sorted(set(mids) | hierarchy.mids)
+    return classes, AncestorExpansion.from_hierarchy(hierarchy, classes)
+
+
+def _output_order(image: np.ndarray, score: np.ndarray, label: np.ndarray, boxes: np.ndarray,
+                  n_images: int) -> np.ndarray:
+    """The permutation sorting fused boxes by image, descending score, then class number and box (x1, y1, x2, y2)."""
+    order = grouped_order(image, n_images, -score)
+    same = (image[order][1:] == image[order][:-1]) & (score[order][1:] == score[order][:-1])
+    if same.any():  # settle the few ties by class and box; runs of equal (image, score) stay in place
+        tied = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
+        run = np.cumsum(np.r_[True, ~same])[tied]
+        rows = order[tied]
+        order[tied] = rows[np.lexsort((*boxes[rows].T[::-1], label[rows], run))]
+    return order
+
+
+def _fusion_error(fusion: Fusion, members: tuple[int, ...], rows: list[np.ndarray],
+                  image_ids: Sequence[str], first: int) -> ValueError:
+    """The error of the first (image, class) of ``rows`` whose fusion fails, naming both (after a call failed)."""
+    keys = [(r["image"].astype(np.int64) << 32) | r["label"] for r in rows]
+    for key in np.unique(np.concatenate(keys)):
+        pick = [r[k == key] for r, k in zip(rows, keys)]
+        try:
+            fuse(fusion.method, fusion.params, [r["box"] for r in pick], [r["score"] for r in pick],
+                 [r["label"] for r in pick], [fusion.weights[i] for i in members])
+        except ValueError as e:
+            image, label = divmod(int(key), 1 << 32)
+            return ValueError(f"image {image_ids[image - first]}, class {fusion.mids[label]}: {e}")
+    return ValueError(f"fusion failed on images {image_ids[0]} .. {image_ids[-1]}, on none of their classes alone")
+
+
+def _fuse_groups(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int, image_ids: Sequence[str]):
+    """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of
+    images ``first .. stop - 1``: one fusion call per class group and run of ``_FUSE_IMAGES`` images, each
+    (image, class) pair with a label of its own."""
+    n_classes = len(fusion.mids)
+    grouped = []
+    for g, members in enumerate(fusion.groups):
+        rows = [np.asarray(per_model[i]) for i in members]  # plain arrays, not memory maps: cheaper slices
+        if fusion.group_of_class is not None:
+            rows = [r[fusion.group_of_class[r["label"]] == g] for r in rows]
+        bounds = [np.searchsorted(r["image"], np.r_[first:stop:_FUSE_IMAGES, stop]) for r in rows]
+        grouped.append((members, rows, bounds))
+    parts = []
+    for k, lo in enumerate(range(first, stop, _FUSE_IMAGES)):
+        for members, rows, bounds in grouped:
+            run = [r[b[k]:b[k + 1]] for r, b in zip(rows, bounds)]
+            if not any(len(r) for r in run):
+                continue
+            try:
+                boxes, scores, labels = fuse(
+                    fusion.method, fusion.params, [r["box"] for r in run], [r["score"] for r in run],
+                    [(r["image"] - lo) * n_classes + r["label"] for r in run], [fusion.weights[i] for i in members])
+            except ValueError:
+                raise _fusion_error(fusion, members, run, image_ids, first) from None
+            image, label = np.divmod(labels.astype(np.int64), n_classes)
+            parts.append((boxes, scores, image + (lo - first), label))
+    if not parts:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _rank_in_image(image: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """The first output row of each item (``size`` rows each) within its image (``image`` sorted)."""
+    if not len(image):
+        return np.zeros(0, np.int64)
+    end = np.cumsum(size)
+    run_start = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
+    return end - size - np.repeat((end - size)[run_start], np.diff(np.r_[run_start, len(image)]))
+
+
+def fuse_block(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int,
+               image_ids: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Fuse images ``first .. stop - 1`` (per model: their RECORD rows, sorted by image; ``image_ids``: their
+    ImageIDs, for errors), expand to ancestors, threshold, cap. Returns the output rows (RECORD; per image by score,
+    descending, each fused box followed by its ancestor copies) and the number of images."""
+    boxes, scores, image, label = _fuse_groups(fusion, per_model, first, stop, image_ids)
+    scores = scores.astype(np.float64)
+    order = _output_order(image, scores, label, boxes, stop - first)
+    order = order[scores[order].astype(np.float32).astype(np.float64) >= fusion.score_thr]  # as written: float32
+    if fusion.max_per_image is not None:  # skip the boxes whose first row falls beyond the cap
+        rank = _rank_in_image(image[order], 1 + np.diff(fusion.expansion.indptr)[label[order]])
+        order = order[rank < fusion.max_per_image]
+    rows, labels = fusion.expansion.apply(label[order])
+    source = order[rows]
+    if fusion.max_per_image is not None:
+        keep = _rank_in_image(image[source], np.ones(len(source), np.int64)) < fusion.max_per_image
+        source, labels = source[keep], labels[keep]
+    out = np.empty(len(source), RECORD)
+    out["image"] = first + image[source]
     out["label"] = labels
-    out["score"] = scores[rows]
-    out["box"] = boxes[rows]
-    return out
-
-
-def fuse_block(recipe: Recipe, expansion: AncestorExpansion, per_model: list[np.ndarray], first: int,
-               stop: int) -> tuple[np.ndarray, int]:
-    """Fuse images ``first .. stop - 1`` (per model: their RECORD rows, sorted by image). Returns the output rows
-    and the number of images."""
-    bounds = [np.searchsorted(r["image"], np.arange(first, stop + 1)) for r in per_model]
-    results = []
-    for i in range(stop - first):
-        rows = [r[b[i]:b[i + 1]] for r, b in zip(per_model, bounds)]
-        if any(len(r) for r in rows):
-            results.append(fuse_image(recipe, expansion, first + i, rows))
-    return (np.concatenate(results) if results else np.empty(0, RECORD)), stop - first
+    out["score"] = scores[source]
+    out["box"] = boxes[source]
+    return out, stop - first
 
 
 def _column(batch: pa.RecordBatch, name: str, path: Path) -> pa.Array:
@@ -109,15 +243,23 @@ def _records(batch: pa.RecordBatch, path: Path, images: pa.Array, classes: pa.Ar
 
 
 def partition(files_per_model: list[list[Path]], images: list[str], classes: list[str], chunk_images: int,
-              spill_dir: Path) -> None:
-    """Stream every input into ``spill_dir/{chunk:06d}-{model:03d}.bin`` (RECORD rows, input order kept)."""
+              spill_dir: Path, covered: Sequence[np.ndarray | None] | None = None) -> list[int]:
+    """Stream every input into ``spill_dir/{chunk:06d}-{model:03d}.bin`` (RECORD rows, input order kept), leaving
+    out the rows of classes outside ``covered[m]`` (a mask over ``classes``; None: keep all). Returns the number of
+    rows left out per model."""
     image_values, class_values = pa.array(images, pa.string()), pa.array(classes, pa.string())
     total = sum(pq.ParquetFile(p).metadata.num_rows for files in files_per_model for p in files)
+    dropped = [0] * len(files_per_model)
     with tqdm(total=total, desc="ensemble: reading predictions", unit="box", unit_scale=True) as bar:
         for m, files in enumerate(files_per_model):
+            mask = None if covered is None else covered[m]
             for path in files:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=COLUMNS):
                     records = _records(batch, path, image_values, class_values)
+                    if mask is not None:
+                        keep = mask[records["label"]]
+                        dropped[m] += int(len(keep) - keep.sum())
+                        records = records[keep]
                     chunk = records["image"] // chunk_images
                     order = np.argsort(chunk, kind="stable")
                     records, chunk = records[order], chunk[order]
@@ -126,15 +268,16 @@ def partition(files_per_model: list[list[Path]], images: list[str], classes: lis
                         with open(spill_dir / f"{chunk[start]:06d}-{m:03d}.bin", "ab") as f:
                             records[start:stop].tofile(f)
                     bar.update(batch.num_rows)
+    return dropped
 
 
-def _blocks(recipe: Recipe, expansion: AncestorExpansion, spill_dir: Path, n_models: int, n_images: int,
-            chunk_images: int, block_images: int):
+def _blocks(fusion: Fusion, spill_dir: Path, images: list[str], chunk_images: int, block_images: int):
     """Fusion tasks in image order: chunk by chunk, each chunk sorted by image, cut in blocks of images."""
+    n_images = len(images)
     for first_image in range(0, n_images, chunk_images):
         chunk = first_image // chunk_images
         per_model = []
-        for m in range(n_models):
+        for m in range(len(fusion.weights)):
             path = spill_dir / f"{chunk:06d}-{m:03d}.bin"
             records = np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
             per_model.append(records[np.argsort(records["image"], kind="stable")])
@@ -142,7 +285,7 @@ def _blocks(recipe: Recipe, expansion: AncestorExpansion, spill_dir: Path, n_mod
         for first in range(first_image, stop_image, block_images):
             stop = min(first + block_images, stop_image)
             rows = [r[np.searchsorted(r["image"], first):np.searchsorted(r["image"], stop)] for r in per_model]
-            yield delayed(fuse_block)(recipe, expansion, rows, first, stop)
+            yield delayed(fuse_block)(fusion, rows, first, stop, images[first:stop])
 
 
 def _table(records: np.ndarray, images: pa.Array, classes: pa.Array) -> pa.Table:
@@ -156,18 +299,15 @@ def run_ensemble(recipe: Recipe, split: str, work: str | Path = "work", jobs: in
                  block_images: int = 100, prepared: str | Path | None = None) -> Path:
     """Run a recipe on one split; returns the path of the written predictions.parquet. ``prepared`` fills the
     recipe's ``{prepared}`` placeholder (default ``{work}/prepared``)."""
-    files_per_model = [input_files(expand_placeholders(p, work, split, prepared)) for p, _ in recipe.inputs]
+    def resolve(pattern: str) -> str:
+        return expand_placeholders(pattern, work, split, prepared)
+
+    files_per_model = [input_files(resolve(i.path)) for i in recipe.inputs]
     images, mids = scan_inputs(files_per_model)
-    if recipe.hierarchy is None:
-        classes = sorted(mids)
-        expansion = AncestorExpansion.none(len(classes))
-    else:
-        hierarchy = Hierarchy.from_json(expand_placeholders(recipe.hierarchy, work, split, prepared))
-        unknown = sorted(set(mids) - hierarchy.mids)
-        if unknown:
-            raise ValueError(f"{mids[unknown[0]]}: classes not in the hierarchy {recipe.hierarchy}: {unknown[:5]}")
-        classes = sorted(set(mids) | hierarchy.mids)
-        expansion = AncestorExpansion.from_hierarchy(hierarchy, classes)
+    hierarchy = None if recipe.hierarchy is None else Hierarchy.from_json(resolve(recipe.hierarchy))
+    classes, expansion = class_list(mids, hierarchy, recipe.hierarchy)
+    covered = [coverage(None if i.classes is None else resolve(i.classes), classes) for i in recipe.inputs]
+    fusion = make_fusion(recipe, classes, covered, expansion)
 
     out_path = Path(work) / "ensemble" / recipe.name / split / "predictions.parquet"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,9 +317,12 @@ def run_ensemble(recipe: Recipe, split: str, work: str | Path = "work", jobs: in
     tmp = Path(tmp_name)
     try:
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".spill-") as spill_dir:
-            partition(files_per_model, images, classes, chunk_images, Path(spill_dir))
-            tasks = _blocks(recipe, expansion, Path(spill_dir), len(files_per_model), len(images), chunk_images,
-                            block_images)
+            dropped = partition(files_per_model, images, classes, chunk_images, Path(spill_dir), covered)
+            for entry, n in zip(recipe.inputs, dropped):
+                if n:
+                    tqdm.write(f"ensemble: {resolve(entry.path)}: {n:,} boxes of classes outside "
+                               f"{resolve(entry.classes)} left out", file=sys.stderr)
+            tasks = _blocks(fusion, Path(spill_dir), images, chunk_images, block_images)
             pending, n_pending = [], 0
             with pq.ParquetWriter(tmp, SCHEMA) as writer, \
                     tqdm(total=len(images), desc=f"ensemble: {recipe.name} {split}", unit="img") as bar, \

@@ -35,6 +35,7 @@ from contracts.cli import INPUT_ERRORS, report_error
 from contracts.files import atomic_output
 from contracts.predictions import SCHEMA, predictions_table, write_predictions
 from data_prep import formats
+from pipeline.checkpoints import TRUST_HELP, load_checkpoint
 
 MERGE_METHODS = ("wbf", "nms", "soft_nms", "adj_nms")
 MERGED = "merged"
@@ -292,13 +293,10 @@ class _ImageVariants:
         return self.loader(self.paths[i])
 
 
-def load_checkpoint_file(path: Path) -> dict:
-    """Read an mmengine checkpoint (our own files: the torch >= 2.6 ``weights_only`` default refuses their meta)."""
-    import torch
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint_file(path: Path, trust: bool = False) -> dict:
+    """Read a checkpoint: in full when it is ours (in a training work dir), else without running its pickle code
+    unless ``trust`` (:func:`pipeline.checkpoints.load_checkpoint`)."""
+    return load_checkpoint(path, "cpu", trust)
 
 
 def set_test_cfg(cfg, score_thr: float, max_per_img: int) -> None:
@@ -322,7 +320,7 @@ def load_config(config: Path | str, score_thr: float, max_per_img: int):
     return cfg
 
 
-def load_detector(cfg, checkpoint: Path, device: str):
+def load_detector(cfg, checkpoint: Path, device: str, trust: bool = False):
     """Build the detector of ``cfg``, load ``checkpoint`` into it, eval mode. Returns (model, checkpoint meta)."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
@@ -332,7 +330,7 @@ def load_detector(cfg, checkpoint: Path, device: str):
     from mmdet.registry import MODELS
 
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    ckpt = load_checkpoint_file(checkpoint)
+    ckpt = load_checkpoint_file(checkpoint, trust)
     load_state_dict(model, ckpt.get("state_dict", ckpt), strict=True)
     return model.to(device).eval(), ckpt.get("meta", {})
 
@@ -340,7 +338,7 @@ def load_detector(cfg, checkpoint: Path, device: str):
 def resolve_classes(classes_file: Path | None, meta: dict, cfg) -> list[str]:
     """The MIDs by class index: the ``--classes`` file, else the ``mids`` the training dataset saved in the
     checkpoint's ``dataset_meta``; their count must be the model's ``num_classes``."""
-    from pipeline.train import model_num_classes
+    from pipeline.num_classes import model_num_classes
 
     if classes_file is not None:
         mids, source = list(read_classes(classes_file).mids), str(classes_file)
@@ -532,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--amp", action="store_true", help="mixed-precision (autocast) forward passes (cuda only)")
     p.add_argument("--overwrite", action="store_true", help="redo the shard even if it is finished")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return p
 
 
@@ -560,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.overwrite and shard_done(out, shard_name(k, num_shards), settings):
             print(f"{out}: {shard_name(k, num_shards)} already finished (--overwrite redoes it)")
             return 0
-        model, meta = load_detector(cfg, args.checkpoint, device)
+        model, meta = load_detector(cfg, args.checkpoint, device, args.trust_checkpoint)
         classes = resolve_classes(args.classes, meta, cfg)
     except (*INPUT_ERRORS, KeyError, RuntimeError) as error:  # mmengine and load_state_dict raise these too
         return report_error(error)

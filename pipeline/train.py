@@ -15,9 +15,12 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.runner import CheckpointLoader, Runner
+from mmengine.runner import Runner
 
 from contracts.cli import INPUT_ERRORS, report_error
+from pipeline.num_classes import model_num_classes, set_dataset_num_classes, set_num_classes
+from pipeline.checkpoints import TRUST_HELP, use_checkpoint_loader
+from pipeline.checkpoints import load_checkpoint as load_from_local_trusted  # noqa: F401  (tests)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -36,36 +39,6 @@ def resolve_config(config: str | Path, config_dir: Path = CONFIG_DIR) -> Path:
             return candidate
     names = ", ".join(available_configs(config_dir)) or "(none)"
     raise FileNotFoundError(f"config not found: {config}; available configs in {config_dir}: {names}")
-
-
-def _visit_num_classes(model_cfg: dict, change) -> set[int]:
-    """Every ``num_classes`` of a model config's heads (``change(old)`` gives its new value)."""
-    found: set[int] = set()
-
-    def visit(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "num_classes" and isinstance(value, int):
-                    found.add(value)
-                    node[key] = change(value)
-                else:
-                    visit(value)
-        elif isinstance(node, (list, tuple)):
-            for item in node:
-                visit(item)
-
-    visit(model_cfg.get("roi_head", model_cfg))
-    return found
-
-
-def model_num_classes(model_cfg: dict) -> set[int]:
-    """Every ``num_classes`` set in a model config (bbox heads of each cascade stage, mask head, ...)."""
-    return _visit_num_classes(model_cfg, lambda n: n)
-
-
-def set_num_classes(model_cfg: dict, num_classes: int) -> None:
-    """Set every ``num_classes`` of the model's heads (each cascade stage, the mask head) to ``num_classes``."""
-    _visit_num_classes(model_cfg, lambda _: num_classes)
 
 
 def train_prepared_dir(cfg: Config) -> str | None:
@@ -130,10 +103,12 @@ def set_data_paths(cfg: Config, prepared_dir: str | None = None, img_root: str |
 
 def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
                 resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
-                prepared_dir: str | None = None, img_root: str | None = None, adapt_classes: bool = False) -> Config:
+                prepared_dir: str | None = None, img_root: str | None = None, adapt_classes: bool = False,
+                init_from: str | Path | None = None) -> Config:
     """The config with the command-line choices applied (data paths, work dir, resume, AMP, launcher, seed);
     ``adapt_classes`` sets the model's class count to that of the training data (an expert group, the 601 V6
-    classes) instead of checking that they agree."""
+    classes) instead of checking that they agree; ``init_from`` starts from another model's checkpoint with the
+    class layers re-initialised (``pipeline.init_from``)."""
     path = resolve_config(config)
     cfg = Config.fromfile(str(path))
     set_data_paths(cfg, prepared_dir, img_root)
@@ -148,12 +123,16 @@ def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_opti
         num_classes = len(prepared_classes(train_dir))
         set_num_classes(cfg.model, num_classes)
         for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            _visit_num_classes(cfg.get(loader) or {}, lambda _: num_classes)
+            set_dataset_num_classes(cfg.get(loader) or {}, num_classes)
     cfg.work_dir = str(work_dir or Path("work") / "models" / path.stem)
     cfg.launcher = launcher
     cfg.resume = resume
     if resume:
         cfg.load_from = None  # the runner resumes from the work dir's last_checkpoint
+    if init_from is not None:
+        from pipeline.init_from import add_init_from
+
+        add_init_from(cfg, init_from)
     if seed is not None:
         cfg.randomness = dict(cfg.get("randomness") or {}, seed=seed)
     if amp:
@@ -164,24 +143,6 @@ def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_opti
     return cfg
 
 
-def load_from_local_trusted(filename: str, map_location=None) -> dict:
-    """Load a local checkpoint file written by our own training runs, with its mmengine metadata.
-
-    torch >= 2.6 loads with ``weights_only=True`` by default, which refuses what mmengine stores beside the weights
-    (the message hub's ``HistoryBuffer`` objects, numpy arrays and scalars), so resuming would fail. Only files of
-    our own work dirs (or checkpoints the user passes on purpose) are loaded this way.
-    """
-    path = Path(filename).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def trust_local_checkpoints() -> None:
-    """Make mmengine load local checkpoint files (resume, ``load_from``) with :func:`load_from_local_trusted`."""
-    CheckpointLoader.register_scheme(prefixes="", loader=load_from_local_trusted, force=True)
-
-
 def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
           resume: bool = False, amp: bool = False, launcher: str = "none", seed: int | None = None,
           prepared_dir: str | None = None, img_root: str | None = None) -> Runner:
@@ -189,10 +150,12 @@ def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: d
     return run(load_config(config, work_dir, cfg_options, resume, amp, launcher, seed, prepared_dir, img_root))
 
 
-def run(cfg: Config) -> Runner:
-    """Train a loaded config (see :func:`load_config`) and return the finished runner."""
+def run(cfg: Config, trust_checkpoint: bool = False) -> Runner:
+    """Train a loaded config (see :func:`load_config`) and return the finished runner. Local checkpoints load
+    through :func:`pipeline.checkpoints.load_checkpoint`: ours in full (resume), others safely unless
+    ``trust_checkpoint``."""
     check_data(cfg)
-    trust_local_checkpoints()
+    use_checkpoint_loader(trust_checkpoint)
     os.makedirs(cfg.work_dir, exist_ok=True)
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -221,6 +184,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt-classes", action="store_true",
                         help="set the model's num_classes to the class count of the training data (an expert group "
                              "of `make prepare --expert-groups`, the 601 V6 classes) instead of requiring them equal")
+    parser.add_argument("--init-from", metavar="CKPT",
+                        help="start from this checkpoint (e.g. a global model's, for an expert): every weight loads "
+                             "strictly except the class-count-dependent layers, which are re-initialised "
+                             "(replaces the config's load_from; a resumed run keeps its own weights)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=f"load_from / Pretrained files: {TRUST_HELP}")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="override config entries, e.g. train_dataloader.batch_size=4 train_cfg.max_iters=200")
     args = parser.parse_args(argv)
@@ -233,11 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher,
-                          args.seed, args.prepared_dir, args.img_root, args.adapt_classes)
+                          args.seed, args.prepared_dir, args.img_root, args.adapt_classes, args.init_from)
         check_data(cfg)
     except (*INPUT_ERRORS, KeyError, RuntimeError) as error:  # mmengine reports config problems as these too
         return report_error(error)
-    run(cfg)
+    run(cfg, args.trust_checkpoint)
     return 0
 
 

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -13,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from ensemble_boxes import nms as reference_nms
+from ensemble_boxes import soft_nms as reference_soft_nms
 from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 
 from ensemble.__main__ import main
 from ensemble.nms import adj_nms, soft_nms
-from ensemble.recipe import expand_placeholders, load_recipe
+from ensemble.recipe import expand_placeholders, insert_placeholders, load_recipe
 from ensemble.runner import run_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,6 +224,12 @@ def test_recipe_errors_name_the_file_and_key(case):
         load_recipe(write_recipe(case, "bad", params={"sigma": 0.5}))
     with pytest.raises(ValueError, match=r"bad\.yaml: 'method' must be one of"):
         load_recipe(write_recipe(case, "bad", method="vote"))
+    inputs = [{**case["recipe"]["inputs"][0], "classes": 3}]
+    with pytest.raises(ValueError, match=r"bad\.yaml: inputs\[0\]\.classes must be the path of a class file"):
+        load_recipe(write_recipe(case, "bad", inputs=inputs))
+    inputs = [{**case["recipe"]["inputs"][0], "classes": "{work}/missing.csv"}]
+    with pytest.raises(ValueError, match=r"file not found: .*work/missing\.csv"):
+        run_ensemble(load_recipe(write_recipe(case, "bad", inputs=inputs)), "validation", case["work"])
 
 
 def test_nms_recipe_matches_reference(case):
@@ -245,15 +253,129 @@ def test_soft_nms_recipes_match_the_functions(case):
 
 def test_bundled_recipes_and_cli_help():
     recipe = load_recipe(REPO / "configs" / "ensemble" / "mini.yaml")
-    assert [p for p, _ in recipe.inputs] == ["{work}/predictions/mini_tsd/{split}/merged",
+    assert [i.path for i in recipe.inputs] == ["{work}/predictions/mini_tsd/{split}/merged",
                                             "{work}/predictions/mini_baseline/{split}/merged"]
     assert recipe.hierarchy == "{prepared}/hierarchy.json"
     challenge = REPO / "configs" / "ensemble" / "challenge.yaml"
     assert "mini" not in challenge.read_text() and "data/" not in challenge.read_text()
     recipe = load_recipe(challenge)
-    assert [p for p, _ in recipe.inputs] == [f"{{work}}/predictions/{m}/{{split}}/merged"
+    assert [i.path for i in recipe.inputs] == [f"{{work}}/predictions/{m}/{{split}}/merged"
                                             for m in ("x101_tsd", "cascade_r50_tsd", "r152_tsd")]
     assert expand_placeholders(recipe.hierarchy, "work/oid", "test") == "work/oid/prepared/hierarchy.json"
     assert expand_placeholders(recipe.hierarchy, "w", "test", prepared="/p") == "/p/hierarchy.json"
     result = subprocess.run([sys.executable, "-m", "ensemble", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and "--recipe" in result.stdout and "--jobs" in result.stdout
+
+
+COVERAGE = {"a": None, "b": [CAR, PERSON, CAT, OYSTER], "e": [OYSTER, TOMATO]}  # model -> classes it covers
+COVERAGE_WEIGHTS = {"a": 2.0, "b": 1.0, "e": 3.0}
+
+
+@pytest.fixture
+def experts(tmp_path):
+    """Three models on 10 images; b and e cover some classes only (class files), yet predict every class."""
+    rng = np.random.default_rng(1)
+    work = tmp_path / "work"
+    images = [f"img{i:02d}" for i in range(10)]
+    rows = {m: random_predictions(rng, images if m == "a" else images[:7], 30) for m in COVERAGE}
+    inputs = []
+    for m, mids in COVERAGE.items():
+        write_predictions(work / "predictions" / m / "validation" / "p.parquet", rows[m])
+        entry = {"path": f"{{work}}/predictions/{m}/{{split}}/p.parquet", "weight": COVERAGE_WEIGHTS[m]}
+        if mids is not None:
+            (work / "classes").mkdir(exist_ok=True)
+            (work / "classes" / f"{m}.csv").write_text("".join(f"{mid},name of {mid}\n" for mid in mids))
+            entry["classes"] = f"{{work}}/classes/{m}.csv"
+        inputs.append(entry)
+    return {"work": work, "rows": rows, "images": images, "tmp": tmp_path,
+            "recipe": {"inputs": inputs, "method": "wbf", "params": {}}}
+
+
+def reference_per_class(experts, fuse):
+    """Per (image, class): ``fuse`` (ensemble-boxes) on the covering models alone, with their weights; rows by
+    score (stable)."""
+    want = {}
+    for image in experts["images"]:
+        for mid in MIDS:
+            covering = [m for m, mids in COVERAGE.items() if mids is None or mid in mids]
+            per_model = [[r for r in experts["rows"][m] if r[0] == image and r[1] == mid] for m in covering]
+            if not any(per_model):
+                continue
+            boxes, scores, labels = fuse([np.array([r[3:] for r in p], np.float32).reshape(-1, 4) for p in per_model],
+                                         [np.array([r[2] for r in p], np.float32) for p in per_model],
+                                         [np.zeros(len(p), int) for p in per_model],
+                                         [COVERAGE_WEIGHTS[m] for m in covering])
+            order = np.argsort(-np.asarray(scores), kind="stable")
+            want[image, mid] = [(image, mid, np.float32(s), *np.float32(b))
+                                for b, s in zip(np.asarray(boxes)[order], np.asarray(scores)[order])]
+    return want
+
+
+def quiet(fn):
+    """An ensemble-boxes function without its prints and warnings, on copies of the scores it rescales in place."""
+    def call(boxes, scores, labels, weights, **kwargs):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return fn(boxes, [s.copy() for s in scores], labels, weights=weights, **kwargs)
+    return call
+
+
+@pytest.mark.parametrize("method, params", [
+    ("wbf", {"iou_thr": 0.55, "conf_type": "avg"}), ("wbf", {"iou_thr": 0.5, "conf_type": "max"}),
+    ("wbf", {"iou_thr": 0.6, "conf_type": "box_and_model_avg"}),
+    ("wbf", {"iou_thr": 0.55, "conf_type": "absent_model_aware_avg"}), ("nms", {"iou_thr": 0.5}),
+    ("soft_nms", {"iou_thr": 0.5, "sigma": 0.3, "thresh": 0.01})])
+def test_each_class_is_fused_over_the_models_covering_it(experts, capsys, method, params):
+    recipe = experts["tmp"] / f"{method}.yaml"
+    recipe.write_text(yaml.safe_dump({**experts["recipe"], "method": method, "params": params}))
+    assert main(["--recipe", str(recipe), "--split", "validation", "--work", str(experts["work"]), "--jobs", "1"]) == 0
+    assert re.search(r"b/validation/p\.parquet: \d+ boxes of classes outside .*b\.csv left out",
+                     capsys.readouterr().err)
+    got = {}
+    for row in read_rows(experts["work"] / "ensemble" / method / "validation" / "predictions.parquet"):
+        got.setdefault(row[:2], []).append(row)
+    reference = {"wbf": reference_wbf, "nms": reference_nms, "soft_nms": reference_soft_nms}[method]
+    want = reference_per_class(experts, lambda b, s, lab, w: quiet(reference)(b, s, lab, w, **params))
+    assert sorted(got) == sorted(want)
+    if method == "soft_nms":  # ensemble-boxes keeps the same boxes but returns their original scores; ours decays
+        decayed = reference_per_class(experts, lambda b, s, lab, w: soft_nms(b, s, lab, weights=w, **params))
+        for key in want:
+            assert_rows_equal(got[key], decayed[key])
+            assert sorted(r[3:] for r in got[key]) == sorted(r[3:] for r in want[key])
+    else:
+        for key in want:
+            assert_rows_equal(got[key], want[key])
+
+
+def test_a_class_covered_by_one_model_keeps_its_scores(experts):
+    """A class covered by one model of three keeps that model's score (WBF avg: not divided by all weights)."""
+    lone = [r for r in experts["rows"]["a"] if r[1] == TEDDY_BEAR]
+    recipe = experts["tmp"] / "lone.yaml"
+    recipe.write_text(yaml.safe_dump({**experts["recipe"], "params": {"iou_thr": 0.99}}))
+    assert main(["--recipe", str(recipe), "--split", "validation", "--work", str(experts["work"]), "--jobs", "1"]) == 0
+    got = [r for r in read_rows(experts["work"] / "ensemble" / "lone" / "validation" / "predictions.parquet")
+           if r[1] == TEDDY_BEAR]
+    assert sorted(r[2] for r in got) == pytest.approx(sorted(r[2] for r in lone), abs=1e-6)
+
+
+def test_placeholders_round_trip():
+    assert insert_placeholders("w/predictions/m/validation/merged", "w", "validation") == \
+        "{work}/predictions/m/{split}/merged"
+    assert insert_placeholders("w/prepared/hierarchy.json", "w", "test") == "{prepared}/hierarchy.json"
+    assert insert_placeholders("/p/experts/x/classes.csv", "w", "test", prepared="/p") == \
+        "{prepared}/experts/x/classes.csv"
+    assert insert_placeholders("/data/validation-extra/a.parquet", "w", "validation") == \
+        "/data/validation-extra/a.parquet"
+    for pattern in ("{work}/predictions/m/{split}/merged", "{prepared}/hierarchy.json"):
+        assert insert_placeholders(expand_placeholders(pattern, "w", "validation"), "w", "validation") == pattern
+
+
+def test_equal_scores_are_ordered_by_class_then_box(case):
+    """Ties come out by class (MID order, the class numbers), then box, whatever the input order."""
+    rows = [("tie", CAR, 0.5, 0.1, 0.1, 0.2, 0.2), ("tie", CAT, 0.5, 0.6, 0.6, 0.7, 0.7),
+            ("tie", CAT, 0.5, 0.1, 0.1, 0.2, 0.2), ("tie", PERSON, 0.7, 0.3, 0.3, 0.4, 0.4)]
+    write_predictions(case["work"] / "predictions" / "t" / "validation" / "p.parquet", rows)
+    got = read_rows(run(case, "ties", inputs=["{work}/predictions/t/{split}/p.parquet"], method="nms",
+                        params={"iou_thr": 0.5}, hierarchy=None))
+    assert [(r[1], r[3]) for r in got] == [(PERSON, pytest.approx(0.3)), (CAT, pytest.approx(0.1)),
+                                           (CAT, pytest.approx(0.6)), (CAR, pytest.approx(0.1))]

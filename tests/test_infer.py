@@ -342,3 +342,26 @@ def test_flipped_variant_on_mirrored_image_mirrors_the_boxes(mini_model, tmp_pat
     np.testing.assert_array_equal(flipped.labels, plain.labels)
     expected = np.stack([1 - plain.boxes[:, 2], plain.boxes[:, 1], 1 - plain.boxes[:, 0], plain.boxes[:, 3]], 1)
     np.testing.assert_allclose(flipped.boxes, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("broken", ["images", "config", "checkpoint", "classes", "state_dict"])
+def test_cli_input_errors_are_one_line_and_status_2(mini_model, mini_data, tmp_path, capsys, broken):
+    _, model, checkpoint, _ = mini_model
+    args = {"config": str(MINI_CONFIG), "checkpoint": str(checkpoint), "images": str(mini_data / "validation"),
+            "classes": str(mini_data / "challenge-2019-classes-description-500.csv")}
+    expected = {"images": "image folder not found", "config": "config not found",
+                "checkpoint": "checkpoint not found", "classes": "file not found",
+                "state_dict": "missing keys in source state_dict: rpn_head"}[broken]
+    if broken == "state_dict":
+        bad = tmp_path / "iter_2.pth"
+        torch.save({"state_dict": {k: v for k, v in model.state_dict().items() if "rpn" not in k}, "meta": {}}, bad)
+        args["checkpoint"] = str(bad)
+    else:
+        args[broken] = str(tmp_path / f"missing-{broken}")
+    out = tmp_path / "pred"
+    status = infer.main([args["config"], args["checkpoint"], "--split", "validation", "--images", args["images"],
+                         "--classes", args["classes"], "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert not out.exists()

@@ -1,4 +1,12 @@
-"""The `make demo` results table: each model's validation mAP at one scale and with TTA, and the ensemble's.
+"""The `make demo` results: one validation table of every stage, and the per-class AP the expert's classes come from.
+
+``python tools/demo_report.py per-class --work W --model M --out CSV``: the per-class AP of model M's TTA predictions
+on validation, for the classes with training boxes (those an expert can learn), in ``submit.score --per-class``'s
+columns; ``python -m data_prep.experts --worst K`` picks the expert's classes from it.
+
+``python tools/demo_report.py table --work W --models A B --averaged A-average:A --expert A-NAME:NAME --recipes R...``
+prints the table: each model at one scale and with TTA, the averaged checkpoint, the expert on its classes, and
+each fused recipe, with the gains and a note where a gain is within the run-to-run noise (``--noise``).
 
 Model predictions are copied to their ancestor classes before scoring (as the ensemble stage does), because the
 official metric does not expand predictions: without it a single model would be scored without its parent classes.
@@ -11,9 +19,46 @@ from pathlib import Path
 from contracts.classes import read_classes
 from contracts.expansion import with_ancestors
 from contracts.hierarchy import Hierarchy
-from contracts.metric import evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
+from contracts.metric import EvalResult, evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
 from contracts.predictions import read_predictions
+from data_prep.experts import train_box_counts
 from data_prep.sources import read_sources
+from submit.score import per_class_table, write_per_class
+
+# Run-to-run spread of mini_tsd's validation mAP with TTA: two training runs (seeds 0 and 1) of the demo's
+# configs on the seed-0 mini dataset differed by this much (README, "The demo").
+NOISE = 0.03
+
+
+class Scorer:
+    """The validation ground truth of a demo work folder, and scoring of its predictions."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.prepared = work / "prepared"
+        sources = read_sources(self.prepared)
+        self.classes = read_classes(self.prepared / "classes.csv")
+        self.mids = list(self.classes.mids)
+        self.hierarchy = Hierarchy.from_json(self.prepared / "hierarchy.json")
+        self.gt = expand_ground_truth(read_gt_boxes(sources["validation_boxes"]),
+                                      read_gt_labels(sources["validation_labels"]), self.hierarchy, self.mids)
+
+    def predictions(self, name: str) -> Path:
+        return self.work / "predictions" / name / "validation"
+
+    def evaluate(self, path: Path, expand: bool = True) -> EvalResult:
+        predictions = read_predictions(path)
+        if expand:
+            predictions = with_ancestors(predictions, self.hierarchy, self.mids)
+        return evaluate_expanded(predictions, self.gt)
+
+    def model(self, name: str) -> tuple[float, float]:
+        """mAP of a model's single-scale variant and of its TTA predictions."""
+        folder = self.predictions(name)
+        return self.evaluate(single_scale_variant(folder)).map, self.evaluate(folder / "merged").map
+
+    def fused(self, recipe: str) -> float:
+        return self.evaluate(self.work / "ensemble" / recipe / "validation" / "predictions.parquet", False).map
 
 
 def single_scale_variant(model_dir: Path) -> Path:
@@ -24,42 +69,112 @@ def single_scale_variant(model_dir: Path) -> Path:
     return min(variants, key=lambda p: int(p.name[1:]))
 
 
+def mean_ap(result: EvalResult, mids: list[str]) -> float:
+    table = result.per_class.set_index("MID")
+    return float(table.loc[mids, "AP"].mean())
+
+
+def write_model_per_class(scorer: Scorer, model: str, out: Path) -> None:
+    """The per-class CSV of ``model``'s TTA predictions, restricted to the classes with training boxes."""
+    result = scorer.evaluate(scorer.predictions(model) / "merged")
+    _, counts = train_box_counts(scorer.prepared)
+    table = per_class_table(result, scorer.classes)
+    write_per_class(table[counts > 0].reset_index(drop=True), out)
+    print(f"wrote {out}: AP of {int((counts > 0).sum())} classes with training boxes, mAP {result.map:.4f} "
+          f"over all {int((result.per_class['num_gt'] > 0).sum())} classes with ground truth")
+
+
+def gain_note(gain: float, reference: str, noise: float) -> str:
+    return f"{gain:+.4f} vs {reference}" + (" (noise)" if abs(gain) < noise else "")
+
+
+def print_table(scorer: Scorer, models: list[str], averaged: list[tuple[str, str]], expert: tuple[str, str] | None,
+                recipes: list[str], noise: float) -> None:
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(name: str, single: float | None, tta: float | None, note: str = "") -> None:
+        cells = [f"{v:.4f}" if v is not None else "" for v in (single, tta)]
+        tta_gain = f"{tta - single:+.4f}" if single is not None and tta is not None else ""
+        rows.append((name, *cells, tta_gain, note))
+
+    tta_of: dict[str, float] = {}
+    for model in models:
+        single, tta = scorer.model(model)
+        tta_of[model] = tta
+        best = max(tta_of, key=tta_of.get)
+        row(model, single, tta, "" if model == best else gain_note(tta - tta_of[best], best, noise))
+    for name, source in averaged:
+        single, tta = scorer.model(name)
+        row(f"{source}, averaged checkpoints", single, tta, gain_note(tta - tta_of[source], source, noise))
+        tta_of[name] = tta
+    if expert is not None:
+        name, group = expert
+        mids = list(read_classes(scorer.prepared / "experts" / group / "classes.csv").mids)
+        source = name.rsplit("-", 1)[0]
+        folder = scorer.predictions(name)
+        single = mean_ap(scorer.evaluate(single_scale_variant(folder)), mids)
+        tta = mean_ap(scorer.evaluate(folder / "merged"), mids)
+        base = mean_ap(scorer.evaluate(scorer.predictions(source) / "merged"), mids)
+        row(f"expert {group}: AP of its {len(mids)} classes", single, tta,
+            gain_note(tta - base, f"{source} on them ({base:.4f})", noise))
+    best_single = max(tta_of, key=tta_of.get)
+    previous = None
+    for recipe in recipes:
+        fused = scorer.fused(recipe)
+        reference, value = (best_single, tta_of[best_single]) if previous is None else previous
+        row(f"ensemble: {recipe}", None, fused, gain_note(fused - value, reference, noise))
+        previous = (recipe, fused)
+
+    widths = [max(len(r[k]) for r in rows + [HEADER]) for k in range(len(HEADER))]
+    print(f"\nValidation mAP (official Challenge 2019 metric, {len(scorer.gt.image_ids)} images)")
+    for k, cells in enumerate([HEADER] + rows):
+        print("| " + " | ".join(c.ljust(w) if i in (0, 4) else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(cells, widths))) + " |")
+        if k == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print(f"\nGains are with TTA; each ensemble is compared with the row above it (the first with the best single "
+          f"model).\nRun-to-run noise: two training runs of mini_tsd differ by {noise:.4f} mAP with TTA; a gain "
+          f"smaller than that is marked (noise).")
+    if recipes:
+        print("The last recipe is searched on these same validation images, so its gain is optimistic.")
+
+
+HEADER = ("predictions", "single scale", "with TTA", "TTA gain", "gain")
+
+
+def pair(text: str) -> tuple[str, str]:
+    first, sep, second = text.partition(":")
+    if not sep or not first or not second:
+        raise argparse.ArgumentTypeError(f"expected NAME:OTHER, got {text!r}")
+    return first, second
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("work/demo"),
-                        help="work folder of the demo (its prepared/ records the validation CSVs)")
-    parser.add_argument("--models", nargs="+", default=["mini_tsd", "mini_baseline"])
-    parser.add_argument("--recipe", default="mini", help="ensemble recipe name (folder under WORK/ensemble)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    per_class = commands.add_parser("per-class", help="write one model's per-class AP CSV")
+    table = commands.add_parser("table", help="print the results table")
+    for p in (per_class, table):
+        p.add_argument("--work", type=Path, default=Path("work/demo"),
+                       help="work folder of the demo (its prepared/ records the validation CSVs)")
+    per_class.add_argument("--model", required=True, help="predictions folder name under WORK/predictions")
+    per_class.add_argument("--out", required=True, type=Path, help="CSV to write")
+    table.add_argument("--models", nargs="+", default=["mini_tsd", "mini_baseline"])
+    table.add_argument("--averaged", nargs="*", type=pair, default=[], metavar="NAME:MODEL",
+                       help="predictions NAME of MODEL's averaged checkpoint")
+    table.add_argument("--expert", type=pair, metavar="NAME:GROUP",
+                       help="predictions NAME of the expert of class group GROUP (prepared/experts/GROUP), named "
+                            "MODEL-GROUP after the model it is fine-tuned from")
+    table.add_argument("--recipes", nargs="*", default=["mini"], help="ensemble names under WORK/ensemble, in order")
+    table.add_argument("--noise", type=float, default=NOISE,
+                       help=f"run-to-run spread of the mAP (default {NOISE}, measured on the demo)")
     args = parser.parse_args(argv)
 
-    prepared = args.work / "prepared"
-    sources = read_sources(prepared)
-    mids = list(read_classes(prepared / "classes.csv").mids)
-    hierarchy = Hierarchy.from_json(prepared / "hierarchy.json")
-    gt = expand_ground_truth(read_gt_boxes(sources["validation_boxes"]), read_gt_labels(sources["validation_labels"]),
-                             hierarchy, mids)
-
-    def score(path: Path, expand: bool) -> float:
-        predictions = read_predictions(path)
-        return evaluate_expanded(with_ancestors(predictions, hierarchy, mids) if expand else predictions, gt).map
-
-    rows = []
-    for model in args.models:
-        model_dir = args.work / "predictions" / model / "validation"
-        single = score(single_scale_variant(model_dir), expand=True)
-        tta = score(model_dir / "merged", expand=True)
-        rows.append((model, single, tta))
-    fused = score(args.work / "ensemble" / args.recipe / "validation" / "predictions.parquet", expand=False)
-
-    print(f"\nValidation mAP (official Challenge 2019 metric, {len(gt.image_ids)} images)")
-    print(f"| {'predictions':<24} | single scale | with TTA | TTA gain |")
-    print(f"|{'-' * 26}|--------------|----------|----------|")
-    for model, single, tta in rows:
-        print(f"| {model:<24} | {single:12.4f} | {tta:8.4f} | {tta - single:+8.4f} |")
-    print(f"| {'ensemble: ' + args.recipe:<24} | {'':12} | {fused:8.4f} | {'':8} |")
-    best = max(tta for _, _, tta in rows)
-    verdict = "above" if fused > best else "NOT above"
-    print(f"\nThe ensemble is {verdict} the best single model by {fused - best:+.4f} mAP.")
+    scorer = Scorer(args.work)
+    if args.command == "per-class":
+        write_model_per_class(scorer, args.model, args.out)
+    else:
+        print_table(scorer, args.models, args.averaged, args.expert, args.recipes, args.noise)
     return 0
 
 

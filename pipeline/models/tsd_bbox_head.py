@@ -22,14 +22,16 @@ from ..ops import deform_roi_pool_levels
 
 
 def _default_init_cfg() -> list[dict]:
-    """The original TSD init: kaiming normal (a=1, fan_in, gain 1) on every fc, N(0, 0.01) / N(0, 0.001) on the
-    class / box predictors."""
+    """The original TSD init (``TSDConvFCBBoxHead.init_weights``): kaiming normal (a=1, fan_in, gain 1) with zero
+    bias on every fc, N(0, 0.01) / N(0, 0.001) with zero bias on the sibling's class / box predictors. The TSD
+    predictors ``tsd_fc_cls`` / ``tsd_fc_reg`` are in none of its lists and keep PyTorch's default ``nn.Linear``
+    init."""
     fcs = ["shared_fcs", "tsd_cls_fcs", "tsd_reg_fcs", "offset_fc", "delta_c", "delta_r"]
     return [
         dict(type="Kaiming", a=1, mode="fan_in", nonlinearity="leaky_relu", distribution="normal", bias=0,
              override=[dict(name=name) for name in fcs]),
-        dict(type="Normal", std=0.01, override=[dict(name="fc_cls"), dict(name="tsd_fc_cls")]),
-        dict(type="Normal", std=0.001, override=[dict(name="fc_reg"), dict(name="tsd_fc_reg")]),
+        dict(type="Normal", std=0.01, bias=0, override=dict(name="fc_cls")),
+        dict(type="Normal", std=0.001, bias=0, override=dict(name="fc_reg")),
     ]
 
 
@@ -75,8 +77,11 @@ class TSDShared2FCBBoxHead(Shared2FCBBoxHead):
                                      nn.Linear(offset_fc_channels, 2))
         _, self.tsd_cls_fcs, _ = self._add_conv_fc_branch(0, self.num_shared_fcs, self.in_channels, True)
         _, self.tsd_reg_fcs, _ = self._add_conv_fc_branch(0, self.num_shared_fcs, self.in_channels, True)
-        self.tsd_fc_cls = copy.deepcopy(self.fc_cls)  # same predictor type and shape; initialised separately
+        # same predictor type and shape as the sibling's, with a fresh draw of PyTorch's default init
+        self.tsd_fc_cls = copy.deepcopy(self.fc_cls)
         self.tsd_fc_reg = copy.deepcopy(self.fc_reg)
+        self.tsd_fc_cls.reset_parameters()
+        self.tsd_fc_reg.reset_parameters()
 
     def map_roi_levels(self, rois: Tensor, num_levels: int) -> Tensor:
         """(N,) FPN level of each RoI by mmdet's rule: ``floor(log2(sqrt(w h) / finest_scale))`` clamped."""

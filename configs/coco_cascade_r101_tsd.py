@@ -1,0 +1,4 @@
+# COCO 2017: coco_cascade_r50_tsd on a ResNet-101 backbone (published: 42.9 box AP vs 41.8 for the baseline).
+_base_ = './coco_cascade_r50_tsd.py'
+
+model = dict(backbone=dict(depth=101, init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))
