@@ -74,6 +74,10 @@ RECIPE_NAME := $(basename $(notdir $(RECIPE)))
 JOBS        ?= 2
 SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
 EVAL_DIR    ?= $(WORK)/eval/$(RECIPE_NAME)
+SEARCH_INPUTS     ?= $(wildcard $(WORK)/predictions/*/validation/merged)
+SEARCH_CANDIDATES ?=
+SEARCH_OUT        ?= $(WORK)/recipes/search.yaml
+SEARCH_OPTS       ?=
 PYTEST_ARGS ?=
 DEMO_WORK   ?= $(WORK_ROOT)/demo
 DEMO_MODELS ?= mini_tsd mini_baseline
@@ -88,7 +92,7 @@ ifneq ($(strip $(CFG_OPTIONS)),)
 TRAIN_CFG := --cfg-options $(CFG_OPTIONS)
 endif
 
-.PHONY: help install mini prepare train train-slurm average infer infer-slurm ensemble submission evaluate show \
+.PHONY: help install mini prepare train train-slurm convert average infer infer-slurm ensemble search submission evaluate show \
 	demo test bench clean
 
 help: ## list the targets, what each reads and writes, and the current dataset
@@ -138,6 +142,11 @@ train-slurm: $(STAMP) ## as train, on Slurm (srun, PARTITION, GPUS)
 	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) \
 		$(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 
+convert: $(STAMP) ## reads an original TSD release RELEASE=FILE.pth -> writes WORK/released/MODEL.pth (LABELS=CSV)
+	@test -n "$(RELEASE)" || { echo "error: set RELEASE=FILE.pth, the original checkpoint to convert" >&2; exit 2; }
+	$(PY) -m pipeline.convert_tsd $(RELEASE) --config configs/released/$(MODEL).py --out $(WORK)/released/$(MODEL).pth \
+		$(if $(LABELS),--label-file $(LABELS))
+
 average: $(STAMP) ## reads the last LAST=K checkpoints of WORK/models/MODEL -> writes its average_lastK.pth
 	@test -n "$(LAST)" || { echo "error: set LAST=K, how many of the latest checkpoints of $(MODEL_DIR) to average" >&2; exit 2; }
 	$(PY) -m pipeline.average --work-dir $(MODEL_DIR) --last $(LAST) --out $(MODEL_DIR)/average_last$(LAST).pth
@@ -152,6 +161,11 @@ infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); 
 
 ensemble: $(STAMP) ## reads WORK/predictions named by RECIPE on SPLIT -> writes WORK/ensemble/RECIPE/SPLIT
 	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --prepared $(PREPARED) --jobs $(JOBS)
+
+search: $(STAMP) ## reads validation predictions (SEARCH_INPUTS or SEARCH_CANDIDATES) + CSVs -> recipe SEARCH_OUT
+	$(PY) -m ensemble.search $(if $(SEARCH_CANDIDATES),--candidates $(SEARCH_CANDIDATES),--inputs $(SEARCH_INPUTS)) \
+		--boxes $(VAL_BOXES) --labels $(VAL_LABELS) --hierarchy $(HIERARCHY) --classes $(CLASSES) \
+		--work $(WORK) --prepared $(PREPARED) --out $(SEARCH_OUT) --jobs $(JOBS) $(SEARCH_OPTS)
 
 submission: $(STAMP) ## reads WORK/ensemble/RECIPE/test -> writes WORK/submission/RECIPE.csv, validated
 	$(PY) -m submit --predictions $(WORK)/ensemble/$(RECIPE_NAME)/test/predictions.parquet \
@@ -178,10 +192,9 @@ DEMO_MAKE = $(MAKE) --no-print-directory DATA=data/mini WORK=$(DEMO_WORK) REMEMB
 DEMO_WORST  := 3
 DEMO_EXPERT := worst$(DEMO_WORST)
 DEMO_EXPERT_OPTIONS ?= train_cfg.max_iters=60 param_scheduler.0.end=20
-DEMO_AVERAGE ?= 4
-DEMO_EVAL = --boxes data/mini/challenge-2019-validation-detection-bbox.csv \
-	--labels data/mini/challenge-2019-validation-detection-human-imagelabels.csv \
-	--hierarchy $(DEMO_WORK)/prepared/hierarchy.json --classes $(DEMO_WORK)/prepared/classes.csv
+DEMO_AVERAGE ?= 3
+# OpenMP threads that sleep instead of spinning while they wait: on a shared CPU, spinning made training 6x slower.
+demo: export OMP_WAIT_POLICY ?= PASSIVE
 demo: $(STAMP) ## the whole pipeline on the mini dataset in DEMO_WORK, ending in one results table
 	$(DEMO_MAKE) prepare
 	for m in $(DEMO_MODELS); do $(DEMO_MAKE) train MODEL=$$m || exit 1; done
@@ -197,8 +210,8 @@ demo: $(STAMP) ## the whole pipeline on the mini dataset in DEMO_WORK, ending in
 	$(DEMO_MAKE) infer MODEL=mini_tsd SPLIT=validation CKPT=$(DEMO_WORK)/models/mini_tsd/average_last$(DEMO_AVERAGE).pth \
 		PREDICTIONS=$(DEMO_WORK)/predictions/mini_tsd-average/validation
 	for r in mini mini_expert; do $(DEMO_MAKE) ensemble RECIPE=configs/ensemble/$$r.yaml SPLIT=validation || exit 1; done
-	$(PY) -m ensemble.search --candidates configs/ensemble/search/mini_candidates.yaml --work $(DEMO_WORK) \
-		--prepared $(DEMO_WORK)/prepared $(DEMO_EVAL) --out $(DEMO_WORK)/recipes/mini_search.yaml --quiet
+	$(DEMO_MAKE) search SEARCH_CANDIDATES=configs/ensemble/search/mini_candidates.yaml \
+		SEARCH_OUT=$(DEMO_WORK)/recipes/mini_search.yaml SEARCH_OPTS=--quiet
 	$(DEMO_MAKE) ensemble RECIPE=$(DEMO_WORK)/recipes/mini_search.yaml SPLIT=validation
 	$(DEMO_MAKE) ensemble SPLIT=test
 	$(DEMO_MAKE) submission

@@ -7,9 +7,10 @@ expansion, as in the real data where boxes carry the leaf-most label. The set ho
 
 It is made hard in the ways Open Images is hard, so that the pipeline's parts (TSD, TTA, fusion, experts) show:
 
-- look-alikes: sibling classes share a colour or a shape (Tomato / Apple, Lemon / Banana, Pumpkin / Carrot,
-  Tennis ball / Football), and the image labels verify a present class's look-alike as absent, as the real
-  verification of machine-proposed labels does, so that confusing them costs precision;
+- look-alikes: classes close in the hierarchy share a colour or a shape (the siblings Tomato / Apple, Lemon /
+  Banana and Tennis ball / Football; Pumpkin / Carrot under Vegetable; across branches Tennis ball / Lemon),
+  and the image labels often verify a present class's look-alike as absent, as the real verification of
+  machine-proposed labels does, so that confusing them costs precision;
 - clutter: 2-8 distractor shapes per image that are no class (class shapes in colours of no class, other shapes
   in any colour), under and over the objects;
 - small and occluded objects: single objects are 8-64 px, most of them small; an object may be drawn over an

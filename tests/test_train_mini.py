@@ -10,9 +10,11 @@ from mmengine.registry import HOOKS
 
 from pipeline.train import load_from_local_trusted, train
 
-# Validation mAP@0.5 of mini_tsd measured at 50 / 100 / 150 iterations (seed 0): 0.07 / 0.20 / 0.38.
+# Validation mAP@0.5 of mini_tsd measured at 0 / 50 / 100 / 150 / 200 / 300 iterations (seed 0): 0.002 / 0.07 /
+# 0.20 / 0.38 / 0.52 / 0.58; seed 1 at 50 / 100 / 150 / 200 / 300: 0.05 / 0.22 / 0.41 / 0.48 / 0.59. Two runs differ
+# by up to 0.05, so the bound sits well below the lower of the two at 150 iterations.
 TRAIN_ITERS = 150
-MIN_MAP = 0.2
+MIN_MAP = 0.25
 NO_VAL = {"val_cfg": None, "val_dataloader": None, "val_evaluator": None}
 
 
@@ -26,7 +28,7 @@ def mini_run(mini_prepared, mini_data, work_dir, iters, **kwargs):
 @pytest.mark.slow
 def test_mini_tsd_learns(mini_prepared, mini_data, tmp_path):
     """mini_tsd after TRAIN_ITERS iterations at batch 8: validation mAP@0.5 (the official Challenge metric, with
-    hierarchy expansion) above MIN_MAP, where the randomly initialised model scores 0.006."""
+    hierarchy expansion) above MIN_MAP, where the randomly initialised model scores 0.002."""
     runner = mini_run(mini_prepared, mini_data, tmp_path / "w", TRAIN_ITERS)
     metrics = runner.test()
     assert metrics["openimages/mAP"] > MIN_MAP, metrics
