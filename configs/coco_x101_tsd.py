@@ -6,17 +6,10 @@ _base_ = [
     './_base_/datasets/coco_detection.py',
     './_base_/schedules/coco_tsd_34e.py',
     './_base_/default_runtime.py',
+    './_base_/models/resnext101_64x4d_dcn.py',
 ]
 
-model = dict(
-    backbone=dict(
-        type='ResNeXt',
-        depth=101,
-        groups=64,
-        base_width=4,
-        dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
-        stage_with_dcn=(False, True, True, True),
-        init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnext101_64x4d')))
+model = dict(backbone=_base_.resnext101_64x4d_dcn)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

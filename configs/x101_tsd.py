@@ -1,16 +1,8 @@
 # Open Images Challenge 2019: r50_tsd on ResNeXt-101 64x4d with deformable convolutions in stages c3-c5 and
 # multi-scale training (shorter side 400-1400, longer side at most 1600).
-_base_ = './r50_tsd.py'
+_base_ = ['./r50_tsd.py', './_base_/models/resnext101_64x4d_dcn.py']
 
-model = dict(
-    backbone=dict(
-        type='ResNeXt',
-        depth=101,
-        groups=64,
-        base_width=4,
-        dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
-        stage_with_dcn=(False, True, True, True),
-        init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnext101_64x4d')))
+model = dict(backbone=_base_.resnext101_64x4d_dcn)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -89,7 +89,7 @@ LEAF_STYLES: dict[str, Style] = {
     "/m/09qck": Style("Banana", "crescent", (235, 205, 45)),
     "/m/09k_b": Style("Lemon", "lemon", (235, 215, 70), RARE_WEIGHT),
     "/m/05zsy": Style("Pumpkin", "hexagon", (235, 125, 25)),
-    "/m/027pcv": Style("Zucchini", "capsule", (55, 120, 45)),
+    "/m/027pcv": Style("Zucchini", "capsule", (40, 145, 45)),
     "/m/0fj52s": Style("Carrot", "spike", (230, 105, 35), RARE_WEIGHT),
     "/m/05ctyq": Style("Tennis ball", "disc", (200, 220, 65)),
     "/m/01226z": Style("Football", "disc", (230, 230, 220), RARE_WEIGHT),
@@ -155,8 +155,8 @@ def _unit_shape(shape: str) -> np.ndarray:
         return ring(6)
     if shape == "capsule":  # a bar with round ends
         t = np.linspace(-np.pi / 2, np.pi / 2, 9)
-        cap = 0.28 * np.stack([np.cos(t), np.sin(t)], axis=1)
-        return np.concatenate([cap + [0.72, 0.0], -cap - [0.72, 0.0]])
+        cap = 0.36 * np.stack([np.cos(t), np.sin(t)], axis=1)
+        return np.concatenate([cap + [0.64, 0.0], -cap - [0.64, 0.0]])
     if shape == "spike":    # a long thin triangle with a blunt base
         return np.array([[1.0, 0.0], [-0.85, 0.3], [-1.0, 0.15], [-1.0, -0.15], [-0.85, -0.3]])
     if shape == "crescent":

@@ -20,7 +20,6 @@ from mmengine.runner import Runner
 from contracts.cli import INPUT_ERRORS, report_error
 from pipeline.num_classes import model_num_classes, set_dataset_num_classes, set_num_classes
 from pipeline.checkpoints import TRUST_HELP, use_checkpoint_loader
-from pipeline.checkpoints import load_checkpoint as load_from_local_trusted  # noqa: F401  (tests)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"

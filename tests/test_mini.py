@@ -164,7 +164,9 @@ def test_rare_classes_are_rare_in_train_only(mini_data):
         if split == "train":
             assert all(10 <= counts[mid] <= 0.25 * min(common) for mid in rare), counts
         else:
-            assert max(counts.values()) <= 2 * min(counts.values()), counts
+            # equal odds: about 31 boxes per class, and the rare classes no rarer than the others
+            assert min(counts.values()) >= 15, counts
+            assert all(counts[mid] >= 0.5 * np.median(common) for mid in rare), counts
 
 
 def test_look_alikes_are_close_in_the_hierarchy_and_verified_absent(mini_data, hierarchy):
