@@ -226,7 +226,8 @@ def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
     at = np.minimum(np.searchsorted(gt.verified_keys, key), max(len(gt.verified_keys) - 1, 0))
     verified = gt.verified_keys[at] == key if len(gt.verified_keys) else np.zeros(len(key), bool)
     index, key = index[verified], key[verified]
-    order = grouped_order(image[index], len(gt.image_ids), cls[index], -score[index])
+    # grouped by (image, class): the position of its key among the sorted verified keys
+    order = grouped_order(at[verified], len(gt.verified_keys), -score[index])
     index, key = index[order], key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))

@@ -217,30 +217,42 @@ def _label_groups(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[inverse.ravel()], len(first_seen)
 
 
+_INSERTION_SORT_MAX = 32  # label groups up to this size are sorted by insertion, larger ones by merge sort
+
+
 @njit(cache=True)
-def _processing_order(group, n_groups, keys, ascending):
+def _processing_order(group, n_groups, keys):
     """The order in which boxes are clustered: label groups by first appearance, keys descending in each.
 
-    group: (N,) label group of each box (numbered by first appearance); keys: (N,) float64; ascending: (N,) a
-    stable ascending argsort of ``keys``. Returns ``order`` (N,) (box indices), ``group_starts`` (G + 1,) and
-    ``tied`` (G,) bool: groups holding equal keys, whose order among the ties the caller must settle (here they
-    come out in reverse input order)."""
+    group: (N,) label group of each box (numbered by first appearance); keys: (N,) float64. Returns ``order`` (N,)
+    (box indices), ``group_starts`` (G + 1,) and ``tied`` (G,) bool: groups holding equal keys, whose order among
+    the ties the caller must settle (here it is unspecified). Each group is sorted on its own: groups are small."""
     n = group.size
     group_starts = np.zeros(n_groups + 1, np.int64)
     for i in range(n):
         group_starts[group[i] + 1] += 1
     for g in range(n_groups):
         group_starts[g + 1] += group_starts[g]
-    # a counting sort of the ascending keys into their groups, each group filled from its end
-    fill = group_starts[1:].copy()
+    fill = group_starts[:-1].copy()
     order = np.empty(n, np.int64)
-    for q in range(n):
-        i = ascending[q]
-        fill[group[i]] -= 1
+    for i in range(n):  # a counting sort of the boxes into their groups
         order[fill[group[i]]] = i
+        fill[group[i]] += 1
     tied = np.zeros(n_groups, np.bool_)
     for g in range(n_groups):
-        for p in range(group_starts[g] + 1, group_starts[g + 1]):
+        lo, hi = group_starts[g], group_starts[g + 1]
+        if hi - lo > _INSERTION_SORT_MAX:
+            members = order[lo:hi].copy()
+            order[lo:hi] = members[np.argsort(-keys[members], kind="mergesort")]
+        else:
+            for p in range(lo + 1, hi):
+                item = order[p]
+                q = p
+                while q > lo and keys[order[q - 1]] < keys[item]:
+                    order[q] = order[q - 1]
+                    q -= 1
+                order[q] = item
+        for p in range(lo + 1, hi):
             if keys[order[p]] == keys[order[p - 1]]:
                 tied[g] = True
     return order, group_starts, tied
@@ -397,7 +409,7 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
         raise ValueError(f"labels must be below 2**24 in magnitude, got {np.abs(labels).max()}")
     labels = labels.astype(np.int64)
 
-    order, group_starts, tied = _processing_order(*_label_groups(labels), keys, np.argsort(keys, kind="stable"))
+    order, group_starts, tied = _processing_order(*_label_groups(labels), keys)
     for g in np.flatnonzero(tied):
         members = np.sort(order[group_starts[g]:group_starts[g + 1]])
         order[group_starts[g]:group_starts[g + 1]] = members[np.argsort(keys[members])[::-1]]
