@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from contracts.cli import entry_point
-from contracts.files import DataError, atomic_output
+from contracts.files import DataError
 
 _CHECKPOINT = re.compile(r"(iter|epoch)_(\d+)\.pth")
 
@@ -115,11 +115,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.checkpoints import save_checkpoint
+
     args = parse_args(argv)
     paths = args.checkpoints or last_checkpoints(args.work_dir, args.last)
     averaged = average_checkpoints(paths, progress=not args.quiet)
-    with atomic_output(args.out) as f:
-        torch.save(averaged, f)
+    save_checkpoint(averaged, args.out)
     print(f"wrote {args.out} (the average of {', '.join(p.name for p in paths)})")
     return 0
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from mmengine.runner import CheckpointLoader
 
+from contracts.files import atomic_output
+
 WORK_DIR_MARKER = "last_checkpoint"
 TRUST_HELP = ("also load checkpoints that are not from our own work dirs (folders with an mmengine "
               "last_checkpoint file) when they hold more than tensors and plain values. This runs full "
@@ -77,6 +79,12 @@ def load_checkpoint(filename: str | Path, map_location=None, trust: bool = False
         raise UntrustedCheckpointError(
             f"{path}: refused to load: the file holds more than tensors and plain values ({detail}); loading it "
             f"in full can run code it contains: pass --trust-checkpoint only if you trust its source") from None
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    """Write ``checkpoint`` with ``torch.save``, atomically (a temporary file renamed into place)."""
+    with atomic_output(path) as f:
+        torch.save(checkpoint, f)
 
 
 def use_checkpoint_loader(trust: bool = False) -> None:

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from contracts.classes import read_classes
 from contracts.cli import entry_point
-from contracts.files import atomic_output, open_text
-from pipeline.checkpoints import TRUST_HELP, load_checkpoint
+from contracts.files import open_text
+from pipeline.checkpoints import TRUST_HELP, load_checkpoint, save_checkpoint
 
 # (pattern on an original key, replacement), first match wins; keys no pattern matches are errors.
 NAME_MAP = [
@@ -248,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config.fromfile(str(args.config))
     original = load_checkpoint(args.checkpoint, "cpu", trust=args.trust_checkpoint)
     converted = convert(original, cfg, args.label_file, args.classes)
-    with atomic_output(args.out) as f:
-        torch.save(converted, f)
+    save_checkpoint(converted, args.out)
     print(f"wrote {args.out}: {len(converted['state_dict'])} tensors for {args.config}")
     return 0
 
