@@ -34,21 +34,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from joblib import Parallel, delayed
+from numba import njit
 from tqdm import tqdm
 
-from contracts.arrays import grouped_order
 from contracts.classes import read_classes
 from contracts.expansion import AncestorExpansion
 from contracts.hierarchy import Hierarchy
 from contracts.predictions import BOX_COLUMNS, COLUMNS, SCHEMA, check_columns, input_files
 
 from .recipe import Recipe, expand_placeholders, fuse
+from .wbf import fuse_images
 
 # one prediction row: image and class numbers (positions in the sorted ImageID and MID lists), score, x1 y1 x2 y2
 RECORD = np.dtype([("image", "<i4"), ("label", "<i4"), ("score", "<f4"), ("box", "<f4", (4,))])
 _BATCH_ROWS = 1 << 18
 _FLUSH_ROWS = 1 << 20
-_FUSE_IMAGES = 8  # images per fusion call: (image, class) labels; small calls keep each call's arrays in cache
+_FUSE_IMAGES = 8  # images per call of the NMS family: (image, class) labels; small calls keep arrays in cache
 
 
 @dataclass(frozen=True)
@@ -113,17 +114,82 @@ def class_list(mids: dict[str, Path], hierarchy: Hierarchy | None,
     return classes, AncestorExpansion.from_hierarchy(hierarchy, classes)
 
 
-def _output_order(image: np.ndarray, score: np.ndarray, label: np.ndarray, boxes: np.ndarray,
-                  n_images: int) -> np.ndarray:
-    """The permutation sorting fused boxes by image, descending score, then class number and box (x1, y1, x2, y2)."""
-    order = grouped_order(image, n_images, -score)
-    same = (image[order][1:] == image[order][:-1]) & (score[order][1:] == score[order][:-1])
-    if same.any():  # settle the few ties by class and box; runs of equal (image, score) stay in place
-        tied = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
-        run = np.cumsum(np.r_[True, ~same])[tied]
-        rows = order[tied]
-        order[tied] = rows[np.lexsort((*boxes[rows].T[::-1], label[rows], run))]
-    return order
+@njit(cache=True)
+def _before(i, j, score, label, boxes):
+    """Whether fused box i comes before box j of the same image: higher score, then lower class number, then box
+    (x1, y1, x2, y2)."""
+    if score[i] != score[j]:
+        return score[i] > score[j]
+    if label[i] != label[j]:
+        return label[i] < label[j]
+    for k in range(4):
+        if boxes[i, k] != boxes[j, k]:
+            return boxes[i, k] < boxes[j, k]
+    return False
+
+
+@njit(cache=True)
+def _output_rows(boxes, score, image, label, by_score, n_images, score_thr, max_per_image, indptr, indices):
+    """The output rows of fused boxes (K, 4) float64, scores (K,) float64, images (K,) (in ``0 .. n_images - 1``)
+    and classes (K,), given ``by_score`` (K,), an order by descending score (any among equal scores): per image in
+    ``_before`` order, those whose float32 score is >= ``score_thr``, each followed by its ancestor copies
+    (``AncestorExpansion``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap). Returns
+    each row's image, class, score (float32) and box (float32)."""
+    n = score.size
+    start = np.zeros(n_images + 1, np.int64)
+    for i in range(n):
+        start[image[i] + 1] += 1
+    for g in range(n_images):
+        start[g + 1] += start[g]
+    fill = start[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in by_score:  # a counting sort by image: each image's boxes by descending score
+        order[fill[image[i]]] = i
+        fill[image[i]] += 1
+    capacity = 0
+    for i in range(n):
+        capacity += 1 + indptr[label[i] + 1] - indptr[label[i]]
+    out_image = np.empty(capacity, np.int32)
+    out_label = np.empty(capacity, np.int32)
+    out_score = np.empty(capacity, np.float32)
+    out_box = np.empty((capacity, 4), np.float32)
+    r = 0
+    for g in range(n_images):
+        lo, hi = start[g], start[g + 1]
+        rows = order[lo:hi]
+        if hi - lo > 1:
+            p = 0
+            while p < hi - lo:  # a run of equal scores by class, then box: by insertion, runs are short
+                q = p + 1
+                while q < hi - lo and score[rows[q]] == score[rows[p]]:
+                    q += 1
+                for t in range(p + 1, q):
+                    item = rows[t]
+                    u = t
+                    while u > p and _before(item, rows[u - 1], score, label, boxes):
+                        rows[u] = rows[u - 1]
+                        u -= 1
+                    rows[u] = item
+                p = q
+        written = 0
+        for t in range(hi - lo):
+            i = rows[t]
+            if not np.float64(np.float32(score[i])) >= score_thr:  # as written: float32
+                continue
+            c = label[i]
+            for a in range(indptr[c + 1] - indptr[c] + 1):  # the box, then its ancestors
+                if written == max_per_image:
+                    break
+                out_image[r] = g
+                out_label[r] = c if a == 0 else indices[indptr[c] + a - 1]
+                out_score[r] = score[i]
+                for k in range(4):
+                    out_box[r, k] = boxes[i, k]
+                r += 1
+                written += 1
+            if written == max_per_image:
+                break
+    return out_image[:r], out_label[:r], out_score[:r], out_box[:r]
 
 
 def _fusion_error(fusion: Fusion, members: tuple[int, ...], rows: list[np.ndarray],
@@ -143,26 +209,37 @@ def _fusion_error(fusion: Fusion, members: tuple[int, ...], rows: list[np.ndarra
 
 def _fuse_groups(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int, image_ids: Sequence[str]):
     """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of
-    images ``first .. stop - 1``: one fusion call per class group and run of ``_FUSE_IMAGES`` images, each
-    (image, class) pair with a label of its own."""
+    images ``first .. stop - 1``, each (image, class) pair fused on its own: per class group, WBF in one call
+    (``fuse_images``), the other methods one call per run of ``_FUSE_IMAGES`` images, each (image, class) pair with
+    a label of its own."""
     n_classes = len(fusion.mids)
-    grouped = []
+    parts = []
     for g, members in enumerate(fusion.groups):
         rows = [np.asarray(per_model[i]) for i in members]  # plain arrays, not memory maps: cheaper slices
         if fusion.group_of_class is not None:
             rows = [r[fusion.group_of_class[r["label"]] == g] for r in rows]
+        weights = [fusion.weights[i] for i in members]
+        if fusion.method == "wbf":
+            offsets = np.cumsum([0] + [len(r) for r in rows[:-1]])
+            bounds = np.stack([o + np.searchsorted(r["image"], np.arange(first, stop + 1))
+                               for o, r in zip(offsets, rows)])
+            joined = np.concatenate(rows)
+            try:
+                boxes, scores, image, label = fuse_images(joined["box"], joined["score"], joined["label"], bounds,
+                                                          n_classes, weights, **fusion.params)
+            except ValueError:
+                raise _fusion_error(fusion, members, rows, image_ids, first) from None
+            parts.append((boxes, scores, image, label))
+            continue
         bounds = [np.searchsorted(r["image"], np.r_[first:stop:_FUSE_IMAGES, stop]) for r in rows]
-        grouped.append((members, rows, bounds))
-    parts = []
-    for k, lo in enumerate(range(first, stop, _FUSE_IMAGES)):
-        for members, rows, bounds in grouped:
+        for k, lo in enumerate(range(first, stop, _FUSE_IMAGES)):
             run = [r[b[k]:b[k + 1]] for r, b in zip(rows, bounds)]
             if not any(len(r) for r in run):
                 continue
             try:
-                boxes, scores, labels = fuse(
-                    fusion.method, fusion.params, [r["box"] for r in run], [r["score"] for r in run],
-                    [(r["image"] - lo) * n_classes + r["label"] for r in run], [fusion.weights[i] for i in members])
+                boxes, scores, labels = fuse(fusion.method, fusion.params, [r["box"] for r in run],
+                                             [r["score"] for r in run],
+                                             [(r["image"] - lo) * n_classes + r["label"] for r in run], weights)
             except ValueError:
                 raise _fusion_error(fusion, members, run, image_ids, first) from None
             image, label = np.divmod(labels.astype(np.int64), n_classes)
@@ -172,15 +249,6 @@ def _fuse_groups(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: 
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def _rank_in_image(image: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """The first output row of each item (``size`` rows each) within its image (``image`` sorted)."""
-    if not len(image):
-        return np.zeros(0, np.int64)
-    end = np.cumsum(size)
-    run_start = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
-    return end - size - np.repeat((end - size)[run_start], np.diff(np.r_[run_start, len(image)]))
-
-
 def fuse_block(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int,
                image_ids: Sequence[str]) -> tuple[np.ndarray, int]:
     """Fuse images ``first .. stop - 1`` (per model: their RECORD rows, sorted by image; ``image_ids``: their
@@ -188,21 +256,15 @@ def fuse_block(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: in
     descending, each fused box followed by its ancestor copies) and the number of images."""
     boxes, scores, image, label = _fuse_groups(fusion, per_model, first, stop, image_ids)
     scores = scores.astype(np.float64)
-    order = _output_order(image, scores, label, boxes, stop - first)
-    order = order[scores[order].astype(np.float32).astype(np.float64) >= fusion.score_thr]  # as written: float32
-    if fusion.max_per_image is not None:  # skip the boxes whose first row falls beyond the cap
-        rank = _rank_in_image(image[order], 1 + np.diff(fusion.expansion.indptr)[label[order]])
-        order = order[rank < fusion.max_per_image]
-    rows, labels = fusion.expansion.apply(label[order])
-    source = order[rows]
-    if fusion.max_per_image is not None:
-        keep = _rank_in_image(image[source], np.ones(len(source), np.int64)) < fusion.max_per_image
-        source, labels = source[keep], labels[keep]
-    out = np.empty(len(source), RECORD)
-    out["image"] = first + image[source]
-    out["label"] = labels
-    out["score"] = scores[source]
-    out["box"] = boxes[source]
+    image, label, score, box = _output_rows(
+        boxes, scores, image, label, np.argsort(-scores), stop - first, float(fusion.score_thr),
+        -1 if fusion.max_per_image is None else fusion.max_per_image, fusion.expansion.indptr,
+        fusion.expansion.indices)
+    out = np.empty(len(image), RECORD)
+    out["image"] = first + image
+    out["label"] = label
+    out["score"] = score
+    out["box"] = box
     return out, stop - first
 
 

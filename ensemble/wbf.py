@@ -61,6 +61,8 @@ _BOX_WARNINGS = (
     "Y1 < 0 in box. Set it to 0.", "Y1 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.",
     "Y2 < 0 in box. Set it to 0.", "Y2 > 1 in box. Set it to 1. Check that you normalize boxes in [0, 1] range.")
 _ZERO_AREA = len(_BOX_WARNINGS)  # the flag bit of a skipped zero-area box
+# a cluster's state while boxes join it (``_walk_group``): fused box (0-3), float32 sums of key * coordinate (4-7)
+_KEY_SUM, _KEY_MAX, _WEIGHT_SUM, _CONF_FIELD, _WEIGHT_FIELD, _STATE = 8, 9, 10, 11, 12, 13
 
 
 @njit(cache=True)
@@ -125,11 +127,52 @@ def pairwise_sum(a, to_float32):
 
 
 @njit(cache=True)
+def _clean_box(x1, y1, x2, y2):
+    """One box swapped, clipped to [0, 1] and checked for zero area: the cleaned corners and its problem flags
+    (bits as in ``_BOX_WARNINGS`` and ``_ZERO_AREA``; 0: a clean box)."""
+    problems = 0
+    if x2 < x1:
+        x1, x2 = x2, x1
+        problems |= 1
+    if y2 < y1:
+        y1, y2 = y2, y1
+        problems |= 2
+    # clip one bound at a time, in the reference's order (keeps the sign of -0.0 as it does)
+    if x1 < 0:
+        x1 = 0.0
+        problems |= 4
+    if x1 > 1:
+        x1 = 1.0
+        problems |= 8
+    if x2 < 0:
+        x2 = 0.0
+        problems |= 16
+    if x2 > 1:
+        x2 = 1.0
+        problems |= 32
+    if y1 < 0:
+        y1 = 0.0
+        problems |= 64
+    if y1 > 1:
+        y1 = 1.0
+        problems |= 128
+    if y2 < 0:
+        y2 = 0.0
+        problems |= 256
+    if y2 > 1:
+        y2 = 1.0
+        problems |= 512
+    if (x2 - x1) * (y2 - y1) == 0.0:
+        problems |= 1 << _ZERO_AREA
+    return x1, y1, x2, y2, problems
+
+
+@njit(cache=True)
 def _prefilter(boxes, keep):
     """Clean the boxes with ``keep`` set: swap reversed corners, clip to [0, 1], drop zero-area boxes.
 
     boxes: (N0, 4) float64; keep: (N0,) bool. Returns the cleaned boxes (N, 4), their rows in ``boxes`` (N,) and
-    the problem flags of every box (N0,) (bits as in ``_BOX_WARNINGS`` and ``_ZERO_AREA``; 0: a clean box)."""
+    the problem flags of every box (N0,) (0 for a clean box and for one not kept)."""
     out = np.empty((boxes.shape[0], 4))
     rows = np.empty(boxes.shape[0], np.int64)
     problems = np.zeros(boxes.shape[0], np.int64)
@@ -137,40 +180,8 @@ def _prefilter(boxes, keep):
     for i in range(boxes.shape[0]):
         if not keep[i]:
             continue
-        x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        if x2 < x1:
-            x1, x2 = x2, x1
-            problems[i] |= 1
-        if y2 < y1:
-            y1, y2 = y2, y1
-            problems[i] |= 2
-        # clip one bound at a time, in the reference's order (keeps the sign of -0.0 as it does)
-        if x1 < 0:
-            x1 = 0.0
-            problems[i] |= 4
-        if x1 > 1:
-            x1 = 1.0
-            problems[i] |= 8
-        if x2 < 0:
-            x2 = 0.0
-            problems[i] |= 16
-        if x2 > 1:
-            x2 = 1.0
-            problems[i] |= 32
-        if y1 < 0:
-            y1 = 0.0
-            problems[i] |= 64
-        if y1 > 1:
-            y1 = 1.0
-            problems[i] |= 128
-        if y2 < 0:
-            y2 = 0.0
-            problems[i] |= 256
-        if y2 > 1:
-            y2 = 1.0
-            problems[i] |= 512
-        if (x2 - x1) * (y2 - y1) == 0.0:
-            problems[i] |= 1 << _ZERO_AREA
+        x1, y1, x2, y2, problems[i] = _clean_box(boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3])
+        if problems[i] >> _ZERO_AREA & 1:
             continue
         out[n, 0], out[n, 1], out[n, 2], out[n, 3] = x1, y1, x2, y2
         rows[n] = i
@@ -217,7 +228,7 @@ def _label_groups(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[inverse.ravel()], len(first_seen)
 
 
-_INSERTION_SORT_MAX = 32  # label groups up to this size are sorted by insertion, larger ones by merge sort
+_INSERTION_SORT_MAX = 32  # label groups up to this size are sorted by insertion, larger ones by numba's argsort
 
 
 @njit(cache=True)
@@ -243,7 +254,7 @@ def _processing_order(group, n_groups, keys):
         lo, hi = group_starts[g], group_starts[g + 1]
         if hi - lo > _INSERTION_SORT_MAX:
             members = order[lo:hi].copy()
-            order[lo:hi] = members[np.argsort(-keys[members], kind="mergesort")]
+            order[lo:hi] = members[np.argsort(-keys[members])]
         else:
             for p in range(lo + 1, hi):
                 item = order[p]
@@ -259,86 +270,74 @@ def _processing_order(group, n_groups, keys):
 
 
 @njit(cache=True)
-def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, weights_float32, n_models,
-             conf_code, iou_thr, allows_overflow, weight_sum, weight_max):
-    """Cluster and fuse each label group, then rescale the confidences.
+def _walk_group(boxes, keys, box_weights, order, lo, hi, first, state, count, assigned, iou_thr, conf_code):
+    """Cluster one label group: boxes ``order[lo:hi]`` (keys descending) into clusters numbered from ``first``.
 
-    boxes: (N, 4) float64, keys / box_weights: (N,) float64 (score * weight, weight), models: (N,) int64;
-    order, group_starts: from ``_processing_order``; weights: (M,) float64 model weights (float32 values when
-    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64 (NaN where undefined: a
-    'box_and_model_avg' cluster of zero-weight boxes only), the group of each cluster (C,) and the group whose keys
-    summed to 0 (-1 if none; the fused box is then undefined)."""
-    n = boxes.shape[0]
-    fused = np.empty((n, 4))
-    acc = np.empty((n, 4), np.float32)  # float32 sums of key * coordinate, as the reference keeps them
-    key_sum = np.empty(n)
-    key_max = np.empty(n)
-    weight_acc = np.empty(n)
-    conf_field = np.empty(n)
-    weight_field = np.empty(n)
-    count = np.zeros(n, np.int64)
-    cluster_group = np.empty(n, np.int64)
-    assigned = np.empty(n, np.int64)
-    n_clusters = 0
-    for g in range(group_starts.size - 1):
-        first = n_clusters
-        for p in range(group_starts[g], group_starts[g + 1]):
-            j = order[p]
-            x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
-            area = (x2 - x1) * (y2 - y1)
-            best = -1
-            best_iou = -np.inf
-            for c in range(first, n_clusters):
-                inter_w = min(fused[c, 2], x2) - max(fused[c, 0], x1)
-                inter_h = min(fused[c, 3], y2) - max(fused[c, 1], y1)
-                inter = max(inter_w, 0.0) * max(inter_h, 0.0)
-                cluster_area = (fused[c, 2] - fused[c, 0]) * (fused[c, 3] - fused[c, 1])
-                iou = inter / (cluster_area + area - inter)
-                if iou > best_iou:
-                    best_iou = iou
-                    best = c
-            key = keys[j]
-            if best == -1 or best_iou <= iou_thr:
-                c = n_clusters
-                n_clusters += 1
-                for k in range(4):
-                    fused[c, k] = boxes[j, k]
-                    acc[c, k] = np.float32(0.0 + key * boxes[j, k])
-                key_sum[c] = 0.0 + key
-                key_max[c] = key
-                weight_acc[c] = 0.0 + box_weights[j]
-                conf_field[c] = key
-                weight_field[c] = box_weights[j]
-                count[c] = 1
-                cluster_group[c] = g
+    state: (C, _STATE) float64 per cluster, the columns named at ``_STATE``: fused box, float32 sums of
+    key * coordinate, sum and maximum of keys, sum of box weights, and the float32 confidence and weight fields the
+    reference keeps; count (C,) boxes per cluster; assigned (N,) each box's cluster. Returns the number of clusters
+    after the group, or -1 when a cluster's keys summed to 0 (its fused box is undefined)."""
+    n_clusters = first
+    for p in range(lo, hi):
+        j = order[p]
+        x1, y1, x2, y2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+        area = (x2 - x1) * (y2 - y1)
+        best = -1
+        best_iou = -np.inf
+        for c in range(first, n_clusters):
+            inter_w = min(state[c, 2], x2) - max(state[c, 0], x1)
+            inter_h = min(state[c, 3], y2) - max(state[c, 1], y1)
+            inter = max(inter_w, 0.0) * max(inter_h, 0.0)
+            cluster_area = (state[c, 2] - state[c, 0]) * (state[c, 3] - state[c, 1])
+            iou = inter / (cluster_area + area - inter)
+            if iou > best_iou:
+                best_iou = iou
+                best = c
+        key = keys[j]
+        if best == -1 or best_iou <= iou_thr:
+            c = n_clusters
+            n_clusters += 1
+            for k in range(4):
+                state[c, k] = boxes[j, k]
+                state[c, 4 + k] = np.float32(0.0 + key * boxes[j, k])
+            state[c, _KEY_SUM] = 0.0 + key
+            state[c, _KEY_MAX] = key
+            state[c, _WEIGHT_SUM] = 0.0 + box_weights[j]
+            state[c, _CONF_FIELD] = key
+            state[c, _WEIGHT_FIELD] = box_weights[j]
+            count[c] = 1
+        else:
+            c = best
+            count[c] += 1
+            state[c, _KEY_SUM] += key
+            state[c, _KEY_MAX] = max(state[c, _KEY_MAX], key)
+            state[c, _WEIGHT_SUM] += box_weights[j]
+            if state[c, _KEY_SUM] == 0.0:
+                return -1
+            for k in range(4):
+                state[c, 4 + k] = np.float32(state[c, 4 + k] + key * boxes[j, k])
+                state[c, k] = np.float64(np.float32(state[c, 4 + k] / state[c, _KEY_SUM]))
+            if conf_code == _MAX:
+                state[c, _CONF_FIELD] = np.float64(np.float32(state[c, _KEY_MAX]))
             else:
-                c = best
-                count[c] += 1
-                key_sum[c] += key
-                key_max[c] = max(key_max[c], key)
-                weight_acc[c] += box_weights[j]
-                if key_sum[c] == 0.0:
-                    return fused[:0], conf_field[:0], cluster_group[:0], g
-                for k in range(4):
-                    acc[c, k] = np.float32(np.float64(acc[c, k]) + key * boxes[j, k])
-                    fused[c, k] = np.float64(np.float32(np.float64(acc[c, k]) / key_sum[c]))
-                if conf_code == _MAX:
-                    conf_field[c] = np.float64(np.float32(key_max[c]))
-                else:
-                    conf_field[c] = np.float64(np.float32(key_sum[c] / count[c]))
-                weight_field[c] = np.float64(np.float32(weight_acc[c]))
-            assigned[j] = c
+                state[c, _CONF_FIELD] = np.float64(np.float32(state[c, _KEY_SUM] / count[c]))
+            state[c, _WEIGHT_FIELD] = np.float64(np.float32(state[c, _WEIGHT_SUM]))
+        assigned[j] = c
+    return n_clusters
 
-    present = np.zeros((n_clusters, n_models), np.bool_)
-    for j in range(n):
-        present[assigned[j], models[j]] = True
+
+@njit(cache=True)
+def _rescale(state, count, present, weights, weights_float32, conf_code, allows_overflow, weight_sum, weight_max,
+             conf):
+    """The confidence of each cluster (C,) under ``conf_code`` into ``conf`` (NaN where undefined: a
+    'box_and_model_avg' cluster of zero-weight boxes only); present (C, M) bool: the models with a box in each
+    cluster."""
+    n_models = weights.size
     picked = np.empty(n_models)
-    exact = weights_float32 and False  # a runtime bool: a literal False would compile one more specialisation
-    conf = np.empty(n_clusters)
-    for c in range(n_clusters):
+    for c in range(conf.size):
         size = count[c]
         if conf_code == _BOX_AND_MODEL_AVG:
-            if weight_field[c] == 0.0:
+            if state[c, _WEIGHT_FIELD] == 0.0:
                 conf[c] = np.nan
                 continue
             n_picked = 0
@@ -346,8 +345,9 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
                 if present[c, m]:
                     picked[n_picked] = weights[m]
                     n_picked += 1
+            exact = weights_float32 and False  # a runtime bool: a literal False would compile one more specialisation
             model_weight_sum = pairwise_sum(picked[:n_picked], exact)
-            conf[c] = conf_field[c] * size / weight_field[c] * model_weight_sum / weight_sum
+            conf[c] = state[c, _CONF_FIELD] * size / state[c, _WEIGHT_FIELD] * model_weight_sum / weight_sum
         elif conf_code == _ABSENT_MODEL_AWARE_AVG:
             n_picked = 0
             for m in range(n_models):
@@ -355,14 +355,179 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
                     picked[n_picked] = weights[m]
                     n_picked += 1
             absent_sum = pairwise_sum(picked[:n_picked], weights_float32)
-            conf[c] = conf_field[c] * size / (weight_field[c] + absent_sum)
+            conf[c] = state[c, _CONF_FIELD] * size / (state[c, _WEIGHT_FIELD] + absent_sum)
         elif conf_code == _MAX:
-            conf[c] = conf_field[c] / weight_max
+            conf[c] = state[c, _CONF_FIELD] / weight_max
         elif not allows_overflow:
-            conf[c] = conf_field[c] * min(n_models, size) / weight_sum
+            conf[c] = state[c, _CONF_FIELD] * min(n_models, size) / weight_sum
         else:
-            conf[c] = conf_field[c] * size / weight_sum
-    return fused[:n_clusters], conf, cluster_group[:n_clusters], -1
+            conf[c] = state[c, _CONF_FIELD] * size / weight_sum
+
+
+@njit(cache=True)
+def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, weights_float32, conf_code, iou_thr,
+             allows_overflow, weight_sum, weight_max):
+    """Cluster and fuse each label group, then rescale the confidences.
+
+    boxes: (N, 4) float64, keys / box_weights: (N,) float64 (score * weight, weight), models: (N,) int64;
+    order, group_starts: from ``_processing_order``; weights: (M,) float64 model weights (float32 values when
+    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64 (NaN where undefined), the group of
+    each cluster (C,) and the group whose keys summed to 0 (-1 if none; the fused box is then undefined)."""
+    n = boxes.shape[0]
+    state = np.empty((n, _STATE))
+    count = np.empty(n, np.int64)
+    cluster_group = np.empty(n, np.int64)
+    assigned = np.empty(n, np.int64)
+    n_clusters = 0
+    for g in range(group_starts.size - 1):
+        first = n_clusters
+        n_clusters = _walk_group(boxes, keys, box_weights, order, group_starts[g], group_starts[g + 1], first, state,
+                                 count, assigned, iou_thr, conf_code)
+        if n_clusters < 0:
+            return state[:0, :4], np.empty(0), cluster_group[:0], g
+        cluster_group[first:n_clusters] = g
+    present = np.zeros((n_clusters, weights.size), np.bool_)
+    for j in range(n):
+        present[assigned[j], models[j]] = True
+    conf = np.empty(n_clusters)
+    _rescale(state, count, present, weights, weights_float32, conf_code, allows_overflow, weight_sum, weight_max, conf)
+    return state[:n_clusters, :4].copy(), conf, cluster_group[:n_clusters], -1
+
+
+@njit(cache=True)
+def _fuse_images(boxes, scores, keep, labels, bounds, n_labels, weights, conf_code, iou_thr, allows_overflow,
+                 weight_sum, weight_max):
+    """WBF of every (image, label) of many images, one image at a time (its boxes stay in cache).
+
+    boxes (N, 4), scores (N,), keep (N,) bool (the score filter), labels (N,) ints in [0, n_labels): the rows of M
+    models, those of model m and image i at ``bounds[m, i]:bounds[m, i + 1]``; weights (M,) float64. Returns the
+    fused boxes (K, 4), confidences (K,), image (K,) and label (K,) of the clusters, the problem flags of every row
+    (N,), and the images left out (I,) bool: those whose result depends on numpy's order among equal keys, or whose
+    fusion fails (keys summing to 0, an undefined confidence)."""
+    n_models, n_images = bounds.shape[0], bounds.shape[1] - 1
+    most = 0
+    for i in range(n_images):
+        rows = 0
+        for m in range(n_models):
+            rows += bounds[m, i + 1] - bounds[m, i]
+        most = max(most, rows)
+    n = boxes.shape[0]
+    problems = np.zeros(n, np.int64)
+    left_out = np.zeros(n_images, np.bool_)
+    out_box = np.empty((n, 4))
+    out_conf = np.empty(n)
+    out_image = np.empty(n, np.int64)
+    out_label = np.empty(n, np.int64)
+    # one image's boxes (cleaned, with key, weight, model and label group) and clusters
+    clean = np.empty((most, 4))
+    key = np.empty(most)
+    box_weight = np.empty(most)
+    model = np.empty(most, np.int64)
+    group = np.empty(most, np.int64)
+    group_label = np.empty(most, np.int64)
+    group_of_label = np.full(n_labels, -1, np.int64)
+    state = np.empty((most, _STATE))
+    count = np.empty(most, np.int64)
+    assigned = np.empty(most, np.int64)
+    cluster_group = np.empty(most, np.int64)
+    present = np.zeros((most, n_models), np.bool_)
+    n_out = 0
+    for i in range(n_images):
+        k = 0
+        n_groups = 0
+        for m in range(n_models):
+            for r in range(bounds[m, i], bounds[m, i + 1]):
+                if not keep[r]:
+                    continue
+                x1, y1, x2, y2, problems[r] = _clean_box(np.float64(boxes[r, 0]), np.float64(boxes[r, 1]),
+                                                         np.float64(boxes[r, 2]), np.float64(boxes[r, 3]))
+                if problems[r] >> _ZERO_AREA & 1:
+                    continue
+                clean[k, 0], clean[k, 1], clean[k, 2], clean[k, 3] = x1, y1, x2, y2
+                key[k] = np.float64(scores[r]) * weights[m]
+                box_weight[k] = weights[m]
+                model[k] = m
+                label = labels[r]
+                if group_of_label[label] < 0:  # label groups numbered by first appearance, as the reference's dict
+                    group_of_label[label] = n_groups
+                    group_label[n_groups] = label
+                    n_groups += 1
+                group[k] = group_of_label[label]
+                k += 1
+        for g in range(n_groups):
+            group_of_label[group_label[g]] = -1
+        if k == 0:
+            continue
+        order, group_starts, tied = _processing_order(group[:k], n_groups, key[:k])
+        if tied.any():
+            left_out[i] = True
+            continue
+        n_clusters = 0
+        for g in range(n_groups):
+            first = n_clusters
+            n_clusters = _walk_group(clean, key, box_weight, order, group_starts[g], group_starts[g + 1], first,
+                                     state, count, assigned, iou_thr, conf_code)
+            if n_clusters < 0:
+                break
+            cluster_group[first:n_clusters] = g
+        if n_clusters < 0:
+            left_out[i] = True
+            continue
+        present[:n_clusters] = False
+        for j in range(k):
+            present[assigned[j], model[j]] = True
+        conf = out_conf[n_out:n_out + n_clusters]
+        _rescale(state, count, present, weights, False, conf_code, allows_overflow, weight_sum, weight_max, conf)
+        if np.isnan(conf).any():
+            left_out[i] = True
+            continue
+        for c in range(n_clusters):
+            for d in range(4):
+                out_box[n_out + c, d] = state[c, d]
+            out_image[n_out + c] = i
+            out_label[n_out + c] = group_label[cluster_group[c]]
+        n_out += n_clusters
+    return out_box[:n_out], out_conf[:n_out], out_image[:n_out], out_label[:n_out], problems, left_out
+
+
+_LEFT_OUT_IMAGES = 8  # images per weighted_boxes_fusion call for the images _fuse_images leaves out
+
+
+def fuse_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, bounds: np.ndarray, n_labels: int,
+                weights: Sequence[float], iou_thr: float = 0.55, skip_box_thr: float = 0.0, conf_type: str = "avg",
+                allows_overflow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``weighted_boxes_fusion`` of each (image, label) of many images, in one call: the ensemble runner's entry.
+
+    boxes (N, 4), scores (N,) and labels (N,) (ints in [0, n_labels)) hold the rows of M models one after the other,
+    those of model m and image i at ``bounds[m, i]:bounds[m, i + 1]`` ((M, I + 1) ints); weights: (M,), positive.
+    Returns the fused boxes (K, 4) and scores (K,) float64, and the image (K,) and label (K,) of each, in no
+    particular order: for every (image, label), the boxes and scores that ``weighted_boxes_fusion`` returns for
+    those rows alone (same warnings; ValueError where it raises). Images holding equal keys in a label, whose
+    result depends on numpy's sort, are fused by ``weighted_boxes_fusion`` itself."""
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
+    weights = np.asarray(weights, np.float64)
+    bounds = np.ascontiguousarray(bounds, np.int64)
+    keep = ~(scores < skip_box_thr)  # in the scores' dtype, as weighted_boxes_fusion compares each model's
+    fused, conf, image, label, problems, left_out = _fuse_images(
+        boxes, scores, keep, labels, bounds, n_labels, weights, CONF_TYPES.index(conf_type), float(iou_thr),
+        bool(allows_overflow), float(weights.sum()), float(weights.max()))
+    if problems.any():
+        _warn_box_problems([boxes], [len(boxes)], problems)
+    parts = [(fused, conf, image, label)]
+    left_out = np.flatnonzero(left_out)
+    for run in np.array_split(left_out, -(-len(left_out) // _LEFT_OUT_IMAGES)) if len(left_out) else []:
+        rows = [np.concatenate([np.arange(b[i], b[i + 1]) for i in run]) for b in bounds]
+        within = [np.repeat(np.arange(len(run)), [b[i + 1] - b[i] for i in run]) for b in bounds]
+        with warnings.catch_warnings():  # given above, for every row
+            warnings.simplefilter("ignore", UserWarning)
+            run_boxes, run_scores, run_labels = weighted_boxes_fusion(
+                [boxes[r] for r in rows], [scores[r] for r in rows],
+                [w * n_labels + labels[r].astype(np.int64) for r, w in zip(rows, within)], weights, iou_thr,
+                skip_box_thr, conf_type, allows_overflow)
+        position, run_label = np.divmod(run_labels.astype(np.int64), n_labels)
+        parts.append((run_boxes, run_scores, run[position], run_label))
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_list: Sequence,
@@ -416,7 +581,7 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
 
     fused, conf, cluster_group, zero_group = _cluster(
         boxes, keys, box_weights, models, order, group_starts, weights.astype(np.float64),
-        weights.dtype == np.float32, n_models, CONF_TYPES.index(conf_type), float(iou_thr), bool(allows_overflow),
+        weights.dtype == np.float32, CONF_TYPES.index(conf_type), float(iou_thr), bool(allows_overflow),
         float(weights.sum()), float(weights.max()))
     if zero_group >= 0:
         raise ValueError(f"boxes of label {labels[order[group_starts[zero_group]]]} with score * weight summing to "

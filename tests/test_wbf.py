@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 
-from ensemble.wbf import CONF_TYPES, pairwise_sum, weighted_boxes_fusion
+from ensemble.wbf import CONF_TYPES, fuse_images, pairwise_sum, weighted_boxes_fusion
 
 TOL = 1e-6
 # both warn on every swapped, clipped or zero-area box; test_warnings_match_reference checks those warnings
@@ -288,3 +288,56 @@ def test_clean_boxes_give_no_warnings_and_the_filter_silences_them():
         warnings.filterwarnings("ignore", category=UserWarning, module="ensemble.wbf")  # as documented
         weighted_boxes_fusion(*dirty)
     assert caught == []
+
+
+def images_layout(per_image):
+    """Cases of several images (each per model: boxes, scores, labels) as fuse_images takes them: the rows of each
+    model image by image, the models one after the other, and bounds (M, I + 1)."""
+    n_models = len(per_image[0][0])
+    boxes, scores, labels, bounds, start = [], [], [], np.zeros((n_models, len(per_image) + 1), np.int64), 0
+    for m in range(n_models):
+        for i, (b, s, lab) in enumerate(per_image):
+            bounds[m, i] = start
+            boxes.append(b[m])
+            scores.append(s[m])
+            labels.append(lab[m])
+            start += len(s[m])
+        bounds[m, -1] = start
+    return np.concatenate(boxes).reshape(-1, 4), np.concatenate(scores), np.concatenate(labels), bounds
+
+
+def fused_rows(boxes, scores, image, label):
+    """(image, label, score, x1, y1, x2, y2) tuples, sorted: a set of fused boxes, whatever their order."""
+    return sorted(zip(image.tolist(), label.tolist(), scores.tolist(), *boxes.T.tolist()))
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+def test_fuse_images_is_wbf_image_by_image(conf_type):
+    """fuse_images on many images at once gives, bit for bit, weighted_boxes_fusion of each image alone: with
+    tied scores (the images left to weighted_boxes_fusion itself), dirty boxes and the score filter."""
+    rng = np.random.default_rng(CONF_TYPES.index(conf_type))
+    for case in range(4):
+        n_models, n_labels = int(rng.integers(1, 6)), int(rng.integers(1, 9))
+        per_image = [random_case(rng, n_models, int(rng.integers(0, 40)), n_labels, grid=i % 3 == 0,
+                                 tied_scores=i % 4 == 1, dirty=i % 2 == 0) for i in range(30)]
+        kwargs = dict(iou_thr=float(rng.choice([0.3, 0.55, 0.7])), skip_box_thr=float(rng.choice([0.0, 0.3])),
+                      conf_type=conf_type, allows_overflow=bool(case % 2))
+        weights = list(rng.uniform(0.2, 3, n_models))
+        want = []
+        for i, (b, s, lab) in enumerate(per_image):
+            fused, conf, labels = weighted_boxes_fusion(b, s, lab, weights, **kwargs)
+            want += fused_rows(fused, conf, np.full(len(conf), i), labels.astype(np.int64))
+        got = fuse_images(*images_layout(per_image), n_labels, weights, **kwargs)
+        assert got[0].dtype == got[1].dtype == np.float64
+        assert fused_rows(*got) == sorted(want)
+
+
+def test_fuse_images_warns_and_raises_as_wbf():
+    boxes, scores, labels, bounds = images_layout([([np.array([[0.5, 0.5, 0.2, 0.7], [0.1, 0.1, 0.1, 0.4]])],
+                                                    [np.array([0.9, 0.8])], [np.array([0, 1])])])
+    _, caught = recorded_warnings(fuse_images, boxes, scores, labels, bounds, 2, [1.0])
+    _, want = recorded_warnings(weighted_boxes_fusion, [boxes], [scores], [labels], [1.0])
+    assert caught == want and len(caught) == 2
+    zero = np.array([[0.1, 0.1, 0.4, 0.4], [0.1, 0.1, 0.4, 0.4]])
+    with pytest.raises(ValueError, match="summing to 0"):
+        fuse_images(zero, np.zeros(2), np.zeros(2, int), np.array([[0, 2]]), 1, [1.0])
