@@ -44,9 +44,9 @@ from contracts.arrays import grouped_order, positions
 from contracts.files import DataError
 from contracts.hierarchy import Hierarchy
 
-__all__ = ["EvalResult", "FALSE_POSITIVE", "GROUP_OF", "GroundTruth", "IGNORED", "Matching", "TRUE_POSITIVE",
-           "evaluate", "evaluate_expanded", "expand_ground_truth", "match_detections", "read_gt_boxes",
-           "read_gt_labels"]
+__all__ = ["Entries", "EvalResult", "FALSE_POSITIVE", "GROUP_OF", "GroundTruth", "IGNORED", "Matching",
+           "TRUE_POSITIVE", "evaluate", "evaluate_entries", "evaluate_expanded", "expand_ground_truth",
+           "match_detections", "match_entries", "read_gt_boxes", "read_gt_labels"]
 
 GT_BOX_COLUMNS = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"]
 GT_LABEL_COLUMNS = ["ImageID", "LabelName", "Confidence"]
@@ -74,6 +74,16 @@ class GroundTruth:
     verified_keys: np.ndarray
     num_gt: np.ndarray
     box_row: np.ndarray | None = None
+
+    def of_images(self, lo: int, hi: int) -> GroundTruth:
+        """The boxes and verified keys of images ``lo .. hi - 1`` alone, numbered as here (for matching those
+        images' detections apart: ``match_entries``)."""
+        bounds = np.array([lo, hi]) * len(self.class_mids)
+        box, key = np.searchsorted(self.box_key, bounds), np.searchsorted(self.verified_keys, bounds)
+        part = slice(*box)
+        return GroundTruth(self.image_ids, self.class_mids, self.box_key[part], self.box_yxyx[part],
+                           self.box_group_of[part], self.verified_keys[slice(*key)], self.num_gt,
+                           None if self.box_row is None else self.box_row[part])
 
 
 @dataclass(frozen=True)
@@ -213,14 +223,10 @@ def _average_precisions(entry_tp, class_start, class_end, num_gt):
     return ap
 
 
-def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
-    """Indices of the detections that enter matching, sorted by (key, descending score, input row), and their
-    keys; invalid boxes, unverified classes, unknown images and the per-(image, class) excess are left out."""
+def _select(image: np.ndarray, cls: np.ndarray, score: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
+            y1: np.ndarray, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
+    """``_select_detections`` on arrays: image and class numbers (-1: unknown), float64 scores and corners."""
     n_classes = len(gt.class_mids)
-    image = positions(predictions["ImageID"], pd.Index(gt.image_ids))
-    cls = positions(predictions["LabelName"], pd.Index(gt.class_mids))
-    score = predictions["Score"].to_numpy(dtype=np.float64)
-    x0, y0, x1, y1 = (predictions[c].to_numpy(dtype=np.float64) for c in ("XMin", "YMin", "XMax", "YMax"))
     index = np.flatnonzero((image >= 0) & (cls >= 0) & (x0 < x1) & (y0 < y1) & (score > SCORE_FLOOR))
     key = image[index] * n_classes + cls[index]
     at = np.minimum(np.searchsorted(gt.verified_keys, key), max(len(gt.verified_keys) - 1, 0))
@@ -235,15 +241,19 @@ def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
     return index[keep], key[keep]
 
 
-def _match(predictions: pd.DataFrame, gt: GroundTruth, progress: bool):
-    """Selection and matching, shared by the mAP and the per-detection outcomes. Returns the selected rows and
-    their keys (``_select_detections``), each one's outcome and box, and the AP entries (class, score, tp)."""
-    n_classes = len(gt.class_mids)
-    index, key = _select_detections(predictions, gt)
-    det_yxyx = np.stack([predictions[c].to_numpy(dtype=np.float64)[index] for c in ("YMin", "XMin", "YMax", "XMax")],
-                        axis=1)
-    det_score = predictions["Score"].to_numpy(dtype=np.float64)[index]
+def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
+    """Indices of the detections that enter matching, sorted by (key, descending score, input row), and their
+    keys; invalid boxes, unverified classes, unknown images and the per-(image, class) excess are left out."""
+    return _select(positions(predictions["ImageID"], pd.Index(gt.image_ids)),
+                   positions(predictions["LabelName"], pd.Index(gt.class_mids)),
+                   predictions["Score"].to_numpy(dtype=np.float64),
+                   *(predictions[c].to_numpy(dtype=np.float64) for c in ("XMin", "YMin", "XMax", "YMax")), gt)
 
+
+def _match_selected(key: np.ndarray, det_yxyx: np.ndarray, det_score: np.ndarray, gt: GroundTruth, progress: bool):
+    """Matching of the selected detections (keys, ymin xmin ymax xmax, scores; in ``_select``'s order). Returns each
+    one's outcome and box, and the AP entries (class, score, tp)."""
+    n_classes = len(gt.class_mids)
     boundary = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]) if len(key) else np.zeros(1, np.int64)
     group_start, group_end = boundary[:-1], boundary[1:]
     group_key = key[group_start]
@@ -265,12 +275,53 @@ def _match(predictions: pd.DataFrame, gt: GroundTruth, progress: bool):
             n_out = _match_groups(group_start[sl], group_end[sl], gt_lo[sl], gt_hi[sl], group_class[sl], det_yxyx,
                                   det_score, gt.box_yxyx, gt.box_group_of, IOU_THRESHOLD, out_class, out_score,
                                   out_tp, n_out, det_outcome, det_box)
-    return index, key, det_outcome, det_box, out_class[:n_out], out_score[:n_out], out_tp[:n_out]
+    return det_outcome, det_box, out_class[:n_out], out_score[:n_out], out_tp[:n_out]
 
 
-def _result(gt: GroundTruth, key: np.ndarray, out_class: np.ndarray, out_score: np.ndarray,
+def _match(predictions: pd.DataFrame, gt: GroundTruth, progress: bool):
+    """Selection and matching, shared by the mAP and the per-detection outcomes. Returns the selected rows and
+    their keys (``_select_detections``), each one's outcome and box, and the AP entries (class, score, tp)."""
+    index, key = _select_detections(predictions, gt)
+    det_yxyx = np.stack([predictions[c].to_numpy(dtype=np.float64)[index] for c in ("YMin", "XMin", "YMax", "XMax")],
+                        axis=1)
+    det_score = predictions["Score"].to_numpy(dtype=np.float64)[index]
+    return index, key, *_match_selected(key, det_yxyx, det_score, gt, progress)
+
+
+@dataclass(frozen=True)
+class Entries:
+    """What the matching of some images gives AP: the number of detections matched per class (C,), and one
+    (class, score, tp) entry per FP, TP and group-of TP, in collection order (images in order; in an image,
+    classes in order, each class's detections in matching order, then its group-of TPs)."""
+
+    num_dets: np.ndarray
+    cls: np.ndarray
+    score: np.ndarray
+    tp: np.ndarray
+
+
+def match_entries(image: np.ndarray, cls: np.ndarray, score: np.ndarray, boxes: np.ndarray,
+                  gt: GroundTruth) -> Entries:
+    """Selection and matching of detections given as arrays: image and class numbers as ``gt`` numbers them (-1:
+    unknown), scores, boxes (N, 4) x1 y1 x2 y2. ``gt`` may be the part of the ground truth of these images
+    (``GroundTruth.of_images``); the entries of consecutive parts, concatenated in order, are those of the whole."""
+    score = np.asarray(score, np.float64)
+    x0, y0, x1, y1 = np.asarray(boxes, np.float64).T
+    index, key = _select(np.asarray(image, np.int64), np.asarray(cls, np.int64), score, x0, y0, x1, y1, gt)
+    det_yxyx = np.stack([y0[index], x0[index], y1[index], x1[index]], axis=1)
+    _, _, out_class, out_score, out_tp = _match_selected(key, det_yxyx, score[index], gt, False)
+    return Entries(_class_counts(key, gt), out_class, out_score, out_tp)
+
+
+def evaluate_entries(parts: Sequence[Entries], gt: GroundTruth) -> EvalResult:
+    """The metric from the entries of consecutive parts of the images (``match_entries``), in image order."""
+    return _result(gt, sum(p.num_dets for p in parts), *(np.concatenate([getattr(p, name) for p in parts])
+                                                          for name in ("cls", "score", "tp")))
+
+
+def _result(gt: GroundTruth, num_dets: np.ndarray, out_class: np.ndarray, out_score: np.ndarray,
             out_tp: np.ndarray) -> EvalResult:
-    """AP per class and mAP from the matching's entries."""
+    """AP per class and mAP from the matching's entries and the number of detections matched per class."""
     n_classes = len(gt.class_mids)
     order = grouped_order(out_class, n_classes, -out_score)
     entry_tp = out_tp[order]
@@ -278,17 +329,21 @@ def _result(gt: GroundTruth, key: np.ndarray, out_class: np.ndarray, out_score: 
     ap = _average_precisions(entry_tp, class_end - np.bincount(out_class, minlength=n_classes), class_end,
                              gt.num_gt)
     per_class = pd.DataFrame({"MID": gt.class_mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
-                              "num_dets": np.bincount(key % n_classes, minlength=n_classes).astype(np.int64)})
+                              "num_dets": np.asarray(num_dets, np.int64)})
     with_gt = gt.num_gt > 0
     mean_ap = float(ap[with_gt].mean()) if with_gt.any() else float("nan")
-    return EvalResult(mean_ap, per_class, len(gt.image_ids), len(key))
+    return EvalResult(mean_ap, per_class, len(gt.image_ids), int(np.sum(num_dets)))
+
+
+def _class_counts(key: np.ndarray, gt: GroundTruth) -> np.ndarray:
+    return np.bincount(key % len(gt.class_mids), minlength=len(gt.class_mids)).astype(np.int64)
 
 
 def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> EvalResult:
     """The metric for predictions (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against expanded ground
     truth."""
     _, key, _, _, out_class, out_score, out_tp = _match(predictions, gt, progress)
-    return _result(gt, key, out_class, out_score, out_tp)
+    return _result(gt, _class_counts(key, gt), out_class, out_score, out_tp)
 
 
 @dataclass(frozen=True)
@@ -317,7 +372,7 @@ def match_detections(predictions: pd.DataFrame, gt: GroundTruth, progress: bool 
     found = det_box[(det_outcome == TRUE_POSITIVE) | ((det_outcome == GROUP_OF) & (score > 0))]
     box_found = np.zeros(len(gt.box_key), bool)
     box_found[found] = True
-    return Matching(outcome, box, box_found, _result(gt, key, out_class, out_score, out_tp))
+    return Matching(outcome, box, box_found, _result(gt, _class_counts(key, gt), out_class, out_score, out_tp))
 
 
 def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,

@@ -129,12 +129,13 @@ def _before(i, j, score, label, boxes):
 
 
 @njit(cache=True)
-def _output_rows(boxes, score, image, label, by_score, n_images, score_thr, max_per_image, indptr, indices):
+def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_thr, max_per_image, indptr, indices):
     """The output rows of fused boxes (K, 4) float64, scores (K,) float64, images (K,) (in ``0 .. n_images - 1``)
     and classes (K,), given ``by_score`` (K,), an order by descending score (any among equal scores): per image in
     ``_before`` order, those whose float32 score is >= ``score_thr``, each followed by its ancestor copies
-    (``AncestorExpansion``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap). Returns
-    each row's image, class, score (float32) and box (float32)."""
+    (``AncestorExpansion``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap), of those
+    only the (image, class) pairs ``wanted`` marks ((I, C) bool; (0, 0): all). Returns each row's image, class,
+    score (float32) and box (float32)."""
     n = score.size
     start = np.zeros(n_images + 1, np.int64)
     for i in range(n):
@@ -180,13 +181,16 @@ def _output_rows(boxes, score, image, label, by_score, n_images, score_thr, max_
             for a in range(indptr[c + 1] - indptr[c] + 1):  # the box, then its ancestors
                 if written == max_per_image:
                     break
+                written += 1
+                cls = c if a == 0 else indices[indptr[c] + a - 1]
+                if wanted.size and not wanted[g, cls]:
+                    continue
                 out_image[r] = g
-                out_label[r] = c if a == 0 else indices[indptr[c] + a - 1]
+                out_label[r] = cls
                 out_score[r] = score[i]
                 for k in range(4):
                     out_box[r, k] = boxes[i, k]
                 r += 1
-                written += 1
             if written == max_per_image:
                 break
     return out_image[:r], out_label[:r], out_score[:r], out_box[:r]
@@ -207,65 +211,69 @@ def _fusion_error(fusion: Fusion, members: tuple[int, ...], rows: list[np.ndarra
     return ValueError(f"fusion failed on images {image_ids[0]} .. {image_ids[-1]}, on none of their classes alone")
 
 
-def _fuse_groups(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int, image_ids: Sequence[str]):
-    """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of
-    images ``first .. stop - 1``, each (image, class) pair fused on its own: per class group, WBF in one call
+def _fuse_groups(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str]):
+    """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of the
+    block's images (see ``fuse_block``), each (image, class) pair fused on its own: per class group, WBF in one call
     (``fuse_images``), the other methods one call per run of ``_FUSE_IMAGES`` images, each (image, class) pair with
     a label of its own."""
-    n_classes = len(fusion.mids)
+    n_classes, n_images = len(fusion.mids), bounds.shape[1] - 1
     parts = []
     for g, members in enumerate(fusion.groups):
-        rows = [np.asarray(per_model[i]) for i in members]  # plain arrays, not memory maps: cheaper slices
-        if fusion.group_of_class is not None:
-            rows = [r[fusion.group_of_class[r["label"]] == g] for r in rows]
         weights = [fusion.weights[i] for i in members]
+        take = None if fusion.group_of_class is None else fusion.group_of_class == g
         if fusion.method == "wbf":
-            offsets = np.cumsum([0] + [len(r) for r in rows[:-1]])
-            bounds = np.stack([o + np.searchsorted(r["image"], np.arange(first, stop + 1))
-                               for o, r in zip(offsets, rows)])
-            joined = np.concatenate(rows)
             try:
-                boxes, scores, image, label = fuse_images(joined["box"], joined["score"], joined["label"], bounds,
-                                                          n_classes, weights, **fusion.params)
+                boxes, scores, image, label = fuse_images(rows["box"], rows["score"], rows["label"], bounds[list(members)],
+                                                          n_classes, weights, take=take, **fusion.params)
             except ValueError:
-                raise _fusion_error(fusion, members, rows, image_ids, first) from None
+                raise _fusion_error(fusion, members, _runs(rows, bounds, members, take, 0, n_images), image_ids,
+                                    first) from None
             parts.append((boxes, scores, image, label))
             continue
-        bounds = [np.searchsorted(r["image"], np.r_[first:stop:_FUSE_IMAGES, stop]) for r in rows]
-        for k, lo in enumerate(range(first, stop, _FUSE_IMAGES)):
-            run = [r[b[k]:b[k + 1]] for r, b in zip(rows, bounds)]
+        for lo in range(0, n_images, _FUSE_IMAGES):
+            run = _runs(rows, bounds, members, take, lo, min(lo + _FUSE_IMAGES, n_images))
             if not any(len(r) for r in run):
                 continue
             try:
                 boxes, scores, labels = fuse(fusion.method, fusion.params, [r["box"] for r in run],
                                              [r["score"] for r in run],
-                                             [(r["image"] - lo) * n_classes + r["label"] for r in run], weights)
+                                             [(r["image"] - first - lo) * n_classes + r["label"] for r in run], weights)
             except ValueError:
                 raise _fusion_error(fusion, members, run, image_ids, first) from None
             image, label = np.divmod(labels.astype(np.int64), n_classes)
-            parts.append((boxes, scores, image + (lo - first), label))
+            parts.append((boxes, scores, image + lo, label))
     if not parts:
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def fuse_block(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int,
-               image_ids: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Fuse images ``first .. stop - 1`` (per model: their RECORD rows, sorted by image; ``image_ids``: their
-    ImageIDs, for errors), expand to ancestors, threshold, cap. Returns the output rows (RECORD; per image by score,
-    descending, each fused box followed by its ancestor copies) and the number of images."""
-    boxes, scores, image, label = _fuse_groups(fusion, per_model, first, stop, image_ids)
+def _runs(rows: np.ndarray, bounds: np.ndarray, members: Sequence[int], take: np.ndarray | None, lo: int,
+          hi: int) -> list[np.ndarray]:
+    """Per member, its rows of block images ``lo .. hi - 1`` (those of the classes ``take`` marks)."""
+    run = [rows[bounds[m, lo]:bounds[m, hi]] for m in members]
+    return run if take is None else [r[take[r["label"]]] for r in run]
+
+
+def fuse_block(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str],
+               wanted: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Fuse I images from image ``first`` on: ``rows`` holds RECORD rows of the inputs, those of input m and image
+    ``first + i`` at ``rows[bounds[m, i]:bounds[m, i + 1]]`` (bounds (M, I + 1); ``image_ids``: the I ImageIDs, for
+    errors); expand to ancestors, threshold, cap. Returns the output rows (RECORD; per image by score, descending,
+    each fused box followed by its ancestor copies) and I. ``wanted`` (I, C) bool keeps only the rows of the marked
+    (image, class) pairs (the cap still counts every row)."""
+    boxes, scores, image, label = _fuse_groups(fusion, np.asarray(rows), bounds, first, image_ids)
     scores = scores.astype(np.float64)
+    n_images = bounds.shape[1] - 1
     image, label, score, box = _output_rows(
-        boxes, scores, image, label, np.argsort(-scores), stop - first, float(fusion.score_thr),
-        -1 if fusion.max_per_image is None else fusion.max_per_image, fusion.expansion.indptr,
-        fusion.expansion.indices)
+        boxes, scores, image, label, np.argsort(-scores), np.ones((0, 0), bool) if wanted is None else wanted,
+        n_images, float(fusion.score_thr), -1 if fusion.max_per_image is None else fusion.max_per_image,
+        fusion.expansion.indptr, fusion.expansion.indices)
     out = np.empty(len(image), RECORD)
     out["image"] = first + image
     out["label"] = label
     out["score"] = score
     out["box"] = box
-    return out, stop - first
+    return out, n_images
 
 
 def _column(batch: pa.RecordBatch, name: str, path: Path) -> pa.Array:
@@ -346,8 +354,10 @@ def _blocks(fusion: Fusion, spill_dir: Path, images: list[str], chunk_images: in
         stop_image = min(first_image + chunk_images, n_images)
         for first in range(first_image, stop_image, block_images):
             stop = min(first + block_images, stop_image)
-            rows = [r[np.searchsorted(r["image"], first):np.searchsorted(r["image"], stop)] for r in per_model]
-            yield delayed(fuse_block)(fusion, rows, first, stop, images[first:stop])
+            at = [np.searchsorted(r["image"], np.arange(first, stop + 1)) for r in per_model]
+            rows = np.concatenate([r[a[0]:a[-1]] for r, a in zip(per_model, at)])
+            bounds = np.stack([a - a[0] for a in at]) + np.cumsum([0] + [a[-1] - a[0] for a in at[:-1]])[:, None]
+            yield delayed(fuse_block)(fusion, rows, bounds, first, images[first:stop])
 
 
 def _table(records: np.ndarray, images: pa.Array, classes: pa.Array) -> pa.Table:

@@ -10,9 +10,10 @@ recipe.
 Every trial recipe is scored with the official metric (``contracts.metric``) on what ``python -m ensemble`` writes
 for it: the predictions go through the runner's own ``partition`` and ``fuse_block`` (fusion, score threshold,
 ancestor copies, cap per image), with the class list the runner would build. What differs is only the plumbing:
-the predictions are read once, into memory-mapped RECORD files sorted by image; the ground truth is expanded once;
-blocks of images are fused by joblib workers, which keep only the rows of verified (image, class) pairs, in their
-order. The metric ignores every other row, so its result is that of the whole output.
+the predictions are read once, into one memory-mapped RECORD file sorted by image; the ground truth is expanded
+once; blocks of images are fused by joblib workers, which write only the rows of verified (image, class) pairs (the
+metric ignores every other row) and match them against their images' ground truth (``match_entries``); the AP of
+the entries, concatenated in image order, is that of the whole output (``evaluate_entries``).
 
 The written recipe is a normal one: paths below ``--prepared`` or ``--work`` start with ``{prepared}`` or
 ``{work}``, and path components equal to ``--split`` read ``{split}``, so that ``make ensemble RECIPE=OUT
@@ -26,7 +27,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,9 @@ from contracts.classes import read_classes
 from contracts.cli import entry_point
 from contracts.files import atomic_output
 from contracts.hierarchy import Hierarchy
-from contracts.metric import GroundTruth, evaluate_expanded, expand_ground_truth, read_gt_boxes, read_gt_labels
-from contracts.predictions import COLUMNS, input_files
+from contracts.metric import (Entries, GroundTruth, evaluate_entries, expand_ground_truth, match_entries, read_gt_boxes,
+                              read_gt_labels)
+from contracts.predictions import input_files
 
 from .recipe import METHODS, Recipe, expand_placeholders, insert_placeholders, parse_recipe
 from .runner import RECORD, Fusion, class_list, coverage, fuse_block, make_fusion, partition, scan_inputs
@@ -67,22 +69,22 @@ class Step:
     gain: float | None
 
 
-def _fuse_verified(fusion: Fusion, per_model: list[np.ndarray], first: int, stop: int, image_ids: Sequence[str],
-                   gt_image: np.ndarray, gt_class: np.ndarray, n_gt_classes: int,
-                   verified: np.ndarray) -> np.ndarray:
-    """``fuse_block`` on images ``first .. stop - 1``, then only its rows of verified (image, class) pairs, in their
-    order, numbered as the ground truth numbers images (``gt_image``, per block image) and classes (``gt_class``,
-    per class number); -1 marks an image or class the ground truth does not have."""
+def _score_block(fusion: Fusion, records: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str],
+                 gt_image: np.ndarray, gt_class: np.ndarray, class_of_gt: np.ndarray, gt: GroundTruth) -> Entries:
+    """The metric's entries of ``fuse_block``'s output on the block's images, whose ground truth is ``gt``
+    (``GroundTruth.of_images``): ``fuse_block`` writes only the rows of verified (image, class) pairs, numbered
+    then as the ground truth numbers images (``gt_image``, per block image, -1 where it has none) and classes
+    (``gt_class``, per class number; ``class_of_gt``: the inverse, -1 for a class outside the class list)."""
+    known = np.flatnonzero(gt_image >= 0)  # the block's images with ground truth, ascending in both numberings
+    image, cls = np.divmod(gt.verified_keys, len(gt.class_mids))
+    at = np.minimum(np.searchsorted(gt_image[known], image), max(len(known) - 1, 0))
+    hit = (gt_image[known[at]] == image) & (class_of_gt[cls] >= 0) if len(known) else np.zeros(len(image), bool)
+    wanted = np.zeros((len(gt_image), len(fusion.mids)), bool)
+    wanted[known[at[hit]], class_of_gt[cls[hit]]] = True
     with warnings.catch_warnings():  # ensemble-boxes' box warnings: python -m ensemble gives them once per recipe
         warnings.simplefilter("ignore", UserWarning)
-        rows, _ = fuse_block(fusion, per_model, first, stop, image_ids)
-    image, cls = gt_image[rows["image"] - first], gt_class[rows["label"]]
-    key = image.astype(np.int64) * n_gt_classes + cls
-    at = np.minimum(np.searchsorted(verified, key), max(len(verified) - 1, 0))
-    keep = (image >= 0) & (cls >= 0) & (verified[at] == key) if len(verified) else np.zeros(len(rows), bool)
-    rows = rows[keep]
-    rows["image"], rows["label"] = image[keep], cls[keep]
-    return rows
+        rows, _ = fuse_block(fusion, records, bounds, first, image_ids, wanted)
+    return match_entries(gt_image[rows["image"] - first], gt_class[rows["label"]], rows["score"], rows["box"], gt)
 
 
 class Evaluator:
@@ -114,19 +116,25 @@ class Evaluator:
         for c, n in zip(self.candidates, dropped):
             if n:
                 tqdm.write(f"search: {c.path}: {n:,} boxes of classes outside {c.classes} left out", file=sys.stderr)
-        self.records, self.bounds = [], []
-        for m in range(len(self.candidates)):
-            path = spill / f"000000-{m:03d}.bin"
-            records = np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
-            records = records[np.argsort(records["image"], kind="stable")]
-            self.bounds.append(np.searchsorted(records["image"], np.arange(len(self.images) + 1)))
-            if len(records):  # the workers read the memory map; this process keeps no copy
-                records.tofile(path)
-                records = np.memmap(path, RECORD, mode="r")
-            self.records.append(records)
+        # every candidate's rows sorted by image, candidate after candidate, in one file; the workers read its
+        # memory map (this process keeps no copy); those of candidate m and image i at bounds[m, i]:bounds[m, i + 1]
+        self.bounds, start = np.zeros((len(self.candidates), len(self.images) + 1), np.int64), 0
+        with open(spill / "records.bin", "wb") as out:
+            for m in range(len(self.candidates)):
+                path = spill / f"000000-{m:03d}.bin"
+                records = np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
+                path.unlink(missing_ok=True)
+                records = records[np.argsort(records["image"], kind="stable")]
+                self.bounds[m] = start + np.searchsorted(records["image"], np.arange(len(self.images) + 1))
+                records.tofile(out)
+                start += len(records)
+        self.records = np.memmap(spill / "records.bin", RECORD, mode="r") if start else np.empty(0, RECORD)
         self.gt_image = pd.Index(self.gt.image_ids).get_indexer(self.images)
         self.gt_class = pd.Index(self.gt.class_mids).get_indexer(self.mids)
-        self._dtypes = pd.CategoricalDtype(self.gt.image_ids), pd.CategoricalDtype(self.gt.class_mids)
+        self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.class_mids)
+        # the workers match each block against its part of the ground truth; matching reads neither the ImageIDs
+        # nor the source rows, which stay here
+        self._matched = replace(self.gt, image_ids=self.gt.image_ids[:0], box_row=None)
 
     def __enter__(self) -> Evaluator:
         self._parallel.__enter__()
@@ -137,42 +145,33 @@ class Evaluator:
         self._spill.cleanup()
 
     def _tasks(self, fusion: Fusion, members: Sequence[int]):
-        n_classes = len(self.gt.class_mids)
         for first in range(0, len(self.images), self.block_images):
             stop = min(first + self.block_images, len(self.images))
-            rows = [self.records[m][self.bounds[m][first]:self.bounds[m][stop]] for m in members]
             gt_image = self.gt_image[first:stop]
             known = gt_image[gt_image >= 0]
-            lo, hi = (np.searchsorted(self.gt.verified_keys, [known.min() * n_classes, (known.max() + 1) * n_classes])
-                      if len(known) else (0, 0))
-            yield delayed(_fuse_verified)(fusion, rows, first, stop, self.images[first:stop], gt_image,
-                                          self.gt_class, n_classes, self.gt.verified_keys[lo:hi])
+            part = self._matched.of_images(known.min(), known.max() + 1) if len(known) else self._matched.of_images(0, 0)
+            yield delayed(_score_block)(fusion, self.records, self.bounds[list(members), first:stop + 1], first,
+                                        self.images[first:stop], gt_image, self.gt_class, self.class_of_gt, part)
 
-    def predictions(self, recipe: Recipe, members: Sequence[int]) -> pd.DataFrame:
-        """The rows of verified (image, class) pairs that ``python -m ensemble`` writes for ``recipe``, whose input
-        k is candidate ``members[k]``, as a predictions frame."""
+    def _entries(self, recipe: Recipe, members: Sequence[int]) -> list[Entries]:
         fusion = make_fusion(recipe, self.mids, [self.covered[m] for m in members], self.expansion)
-        rows = np.concatenate([np.empty(0, RECORD), *self._parallel(self._tasks(fusion, members))])
-        # RECORD's score and box are 5 float32 in a row: one block of the frame, not copied
-        frame = pd.DataFrame(rows.view(np.float32).reshape(-1, 7)[:, 2:], columns=COLUMNS[2:], copy=False)
-        frame.insert(0, "LabelName", pd.Categorical.from_codes(rows["label"], dtype=self._dtypes[1]))
-        frame.insert(0, "ImageID", pd.Categorical.from_codes(rows["image"], dtype=self._dtypes[0]))
-        return frame
+        return list(self._parallel(self._tasks(fusion, members)))
 
     def score(self, recipe: Recipe, members: Sequence[int]) -> float:
-        """Validation mAP of ``recipe`` (input k is candidate ``members[k]``)."""
-        return evaluate_expanded(self.predictions(recipe, members), self.gt).map
+        """Validation mAP of ``recipe`` (input k is candidate ``members[k]``): the official metric on the rows of
+        verified (image, class) pairs that ``python -m ensemble`` writes for it (the metric ignores the others)."""
+        return evaluate_entries(self._entries(recipe, members), self.gt).map
 
     def scores(self, trials: Iterable[tuple[Recipe, Sequence[int]]]) -> Iterator[float]:
-        """The mAP of each (recipe, members) trial, in order. The metric of a trial runs in a thread while the
-        workers fuse the next one, so that no core waits for the other's work."""
+        """The mAP of each (recipe, members) trial, in order. The AP of a trial (from the workers' matching) is
+        computed in a thread while the workers fuse and match the next one, so that no core waits for the other."""
         with ThreadPoolExecutor(max_workers=1) as metric:
             pending = None
             for recipe, members in trials:
-                frame = self.predictions(recipe, members)
+                parts = self._entries(recipe, members)
                 if pending is not None:
                     yield pending.result().map
-                pending = metric.submit(evaluate_expanded, frame, self.gt)
+                pending = metric.submit(evaluate_entries, parts, self.gt)
             if pending is not None:
                 yield pending.result().map
 

@@ -189,15 +189,15 @@ def _prefilter(boxes, keep):
     return out[:n], rows[:n], problems
 
 
-def _warn_box_problems(boxes_list: Sequence, counts: list[int], problems: np.ndarray) -> None:
-    """ensemble-boxes' UserWarnings for the flagged boxes, in its words and order; the zero-area message shows
-    the box as the caller passed it."""
+def _warn_box_problems(boxes_list: Sequence, counts: list[int], rows: np.ndarray, flags: np.ndarray) -> None:
+    """ensemble-boxes' UserWarnings for the flagged boxes (``rows`` of the models' boxes one after the other, their
+    problem ``flags``), in its words and order; the zero-area message shows the box as the caller passed it."""
     starts = np.cumsum([0] + counts)
-    for i in np.flatnonzero(problems):
+    for i, problems in zip(rows.tolist(), flags.tolist()):
         for bit, message in enumerate(_BOX_WARNINGS):
-            if problems[i] >> bit & 1:
+            if problems >> bit & 1:
                 warnings.warn(message)
-        if problems[i] >> _ZERO_AREA & 1:
+        if problems >> _ZERO_AREA & 1:
             m = int(np.searchsorted(starts, i, side="right")) - 1
             warnings.warn(f"Zero area box skipped: {boxes_list[m][i - starts[m]]}.")
 
@@ -395,24 +395,27 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
 
 
 @njit(cache=True)
-def _fuse_images(boxes, scores, keep, labels, bounds, n_labels, weights, conf_code, iou_thr, allows_overflow,
+def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, conf_code, iou_thr, allows_overflow,
                  weight_sum, weight_max):
     """WBF of every (image, label) of many images, one image at a time (its boxes stay in cache).
 
-    boxes (N, 4), scores (N,), keep (N,) bool (the score filter), labels (N,) ints in [0, n_labels): the rows of M
-    models, those of model m and image i at ``bounds[m, i]:bounds[m, i + 1]``; weights (M,) float64. Returns the
-    fused boxes (K, 4), confidences (K,), image (K,) and label (K,) of the clusters, the problem flags of every row
-    (N,), and the images left out (I,) bool: those whose result depends on numpy's order among equal keys, or whose
-    fusion fails (keys summing to 0, an undefined confidence)."""
+    boxes (N, 4), scores (N,), labels (N,) ints: rows of M models, those of model m and image i at
+    ``bounds[m, i]:bounds[m, i + 1]``; skip_box_thr: in the scores' dtype; take (L,) bool: the labels fused (rows of
+    others are left out); weights (M,) float64. Returns the fused boxes (K, 4), confidences (K,), image (K,) and
+    label (K,) of the clusters, the rows with box problems and their flags (as ``_prefilter``'s), and the images
+    left out (I,) bool: those whose result depends on numpy's order among equal keys, or whose fusion fails (keys
+    summing to 0, an undefined confidence)."""
     n_models, n_images = bounds.shape[0], bounds.shape[1] - 1
-    most = 0
+    most, n = 0, 0
     for i in range(n_images):
         rows = 0
         for m in range(n_models):
             rows += bounds[m, i + 1] - bounds[m, i]
         most = max(most, rows)
-    n = boxes.shape[0]
-    problems = np.zeros(n, np.int64)
+        n += rows
+    problem_rows = np.empty(n, np.int64)
+    problem_flags = np.empty(n, np.int64)
+    n_problems = 0
     left_out = np.zeros(n_images, np.bool_)
     out_box = np.empty((n, 4))
     out_conf = np.empty(n)
@@ -425,7 +428,7 @@ def _fuse_images(boxes, scores, keep, labels, bounds, n_labels, weights, conf_co
     model = np.empty(most, np.int64)
     group = np.empty(most, np.int64)
     group_label = np.empty(most, np.int64)
-    group_of_label = np.full(n_labels, -1, np.int64)
+    group_of_label = np.full(take.size, -1, np.int64)
     state = np.empty((most, _STATE))
     count = np.empty(most, np.int64)
     assigned = np.empty(most, np.int64)
@@ -437,12 +440,15 @@ def _fuse_images(boxes, scores, keep, labels, bounds, n_labels, weights, conf_co
         n_groups = 0
         for m in range(n_models):
             for r in range(bounds[m, i], bounds[m, i + 1]):
-                if not keep[r]:
+                if scores[r] < skip_box_thr or not take[labels[r]]:
                     continue
-                x1, y1, x2, y2, problems[r] = _clean_box(np.float64(boxes[r, 0]), np.float64(boxes[r, 1]),
-                                                         np.float64(boxes[r, 2]), np.float64(boxes[r, 3]))
-                if problems[r] >> _ZERO_AREA & 1:
-                    continue
+                x1, y1, x2, y2, flags = _clean_box(np.float64(boxes[r, 0]), np.float64(boxes[r, 1]),
+                                                   np.float64(boxes[r, 2]), np.float64(boxes[r, 3]))
+                if flags:
+                    problem_rows[n_problems], problem_flags[n_problems] = r, flags
+                    n_problems += 1
+                    if flags >> _ZERO_AREA & 1:
+                        continue
                 clean[k, 0], clean[k, 1], clean[k, 2], clean[k, 3] = x1, y1, x2, y2
                 key[k] = np.float64(scores[r]) * weights[m]
                 box_weight[k] = weights[m]
@@ -487,7 +493,8 @@ def _fuse_images(boxes, scores, keep, labels, bounds, n_labels, weights, conf_co
             out_image[n_out + c] = i
             out_label[n_out + c] = group_label[cluster_group[c]]
         n_out += n_clusters
-    return out_box[:n_out], out_conf[:n_out], out_image[:n_out], out_label[:n_out], problems, left_out
+    return (out_box[:n_out], out_conf[:n_out], out_image[:n_out], out_label[:n_out], problem_rows[:n_problems],
+            problem_flags[:n_problems], left_out)
 
 
 _LEFT_OUT_IMAGES = 8  # images per weighted_boxes_fusion call for the images _fuse_images leaves out
@@ -495,30 +502,34 @@ _LEFT_OUT_IMAGES = 8  # images per weighted_boxes_fusion call for the images _fu
 
 def fuse_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, bounds: np.ndarray, n_labels: int,
                 weights: Sequence[float], iou_thr: float = 0.55, skip_box_thr: float = 0.0, conf_type: str = "avg",
-                allows_overflow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                allows_overflow: bool = False,
+                take: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``weighted_boxes_fusion`` of each (image, label) of many images, in one call: the ensemble runner's entry.
 
-    boxes (N, 4), scores (N,) and labels (N,) (ints in [0, n_labels)) hold the rows of M models one after the other,
-    those of model m and image i at ``bounds[m, i]:bounds[m, i + 1]`` ((M, I + 1) ints); weights: (M,), positive.
-    Returns the fused boxes (K, 4) and scores (K,) float64, and the image (K,) and label (K,) of each, in no
-    particular order: for every (image, label), the boxes and scores that ``weighted_boxes_fusion`` returns for
-    those rows alone (same warnings; ValueError where it raises). Images holding equal keys in a label, whose
-    result depends on numpy's sort, are fused by ``weighted_boxes_fusion`` itself."""
+    boxes (N, 4), scores (N,) (floats) and labels (N,) (ints in [0, n_labels)) hold rows of M models, those of model
+    m and image i at ``bounds[m, i]:bounds[m, i + 1]`` ((M, I + 1) ints; other rows are not read); weights: (M,),
+    positive; take: (n_labels,) bool, the labels to fuse (None: all). Returns the fused boxes (K, 4) and scores (K,)
+    float64, and the image (K,) and label (K,) of each, in no particular order: for every (image, label), the boxes
+    and scores that ``weighted_boxes_fusion`` returns for those rows alone (same warnings; ValueError where it
+    raises). Images holding equal keys in a label, whose result depends on numpy's sort, are fused by
+    ``weighted_boxes_fusion`` itself."""
     if conf_type not in CONF_TYPES:
         raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
     weights = np.asarray(weights, np.float64)
     bounds = np.ascontiguousarray(bounds, np.int64)
-    keep = ~(scores < skip_box_thr)  # in the scores' dtype, as weighted_boxes_fusion compares each model's
-    fused, conf, image, label, problems, left_out = _fuse_images(
-        boxes, scores, keep, labels, bounds, n_labels, weights, CONF_TYPES.index(conf_type), float(iou_thr),
-        bool(allows_overflow), float(weights.sum()), float(weights.max()))
-    if problems.any():
-        _warn_box_problems([boxes], [len(boxes)], problems)
+    take = np.ones(n_labels, bool) if take is None else np.asarray(take, bool)
+    # the score filter compares in the scores' dtype, as weighted_boxes_fusion's `score < skip_box_thr` does
+    fused, conf, image, label, problem_rows, problem_flags, left_out = _fuse_images(
+        boxes, scores, scores.dtype.type(skip_box_thr), take, labels, bounds, weights, CONF_TYPES.index(conf_type),
+        float(iou_thr), bool(allows_overflow), float(weights.sum()), float(weights.max()))
+    _warn_box_problems([boxes], [len(boxes)], problem_rows, problem_flags)
     parts = [(fused, conf, image, label)]
     left_out = np.flatnonzero(left_out)
     for run in np.array_split(left_out, -(-len(left_out) // _LEFT_OUT_IMAGES)) if len(left_out) else []:
         rows = [np.concatenate([np.arange(b[i], b[i + 1]) for i in run]) for b in bounds]
         within = [np.repeat(np.arange(len(run)), [b[i + 1] - b[i] for i in run]) for b in bounds]
+        taken = [take[labels[r]] for r in rows]
+        rows, within = [r[t] for r, t in zip(rows, taken)], [w[t] for w, t in zip(within, taken)]
         with warnings.catch_warnings():  # given above, for every row
             warnings.simplefilter("ignore", UserWarning)
             run_boxes, run_scores, run_labels = weighted_boxes_fusion(
@@ -560,8 +571,8 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
         keys = [s.astype(np.float64) * float(weights[m]) for m, (_, s, _) in enumerate(per_model)]
     keep = np.concatenate([~(s < skip_box_thr) for _, s, _ in per_model])
     boxes, rows, problems = _prefilter(np.concatenate([b for b, _, _ in per_model]).astype(np.float64), keep)
-    if problems.any():
-        _warn_box_problems(boxes_list, counts, problems)
+    flagged = np.flatnonzero(problems)
+    _warn_box_problems(boxes_list, counts, flagged, problems[flagged])
     if not len(rows):
         return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0,))
     keys = np.concatenate(keys).astype(np.float64)[rows]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from contracts.hierarchy import Hierarchy
-from contracts.metric import evaluate, expand_ground_truth
+from contracts.metric import evaluate, evaluate_entries, evaluate_expanded, expand_ground_truth, match_entries
 
 from conftest import METADATA
 
@@ -342,3 +342,30 @@ def test_score_cli_reports_the_metric_last(tmp_path, capsys, real):
     assert (tmp_path / "ap.png").read_bytes()[:4] == b"\x89PNG"
     assert score_main(args[:-4] + ["--quiet"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == [last]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_entries_of_image_ranges_give_the_metric_of_the_whole(seed, real):
+    """Matching consecutive ranges of images apart, each against its part of the ground truth, then AP over the
+    concatenated entries: the same result as the whole, bit for bit (ties included: scores drawn from a few values)."""
+    hierarchy, classes = real
+    classes = [c for c in classes if c in (TOMATO, FRUIT, VEGETABLE, APPLE, CARROT, "/m/0fbdv", "/m/0_cp5")]
+    rng = np.random.default_rng(seed)
+    det_rows, box_rows, label_rows = random_case(rng, classes)
+    gt = expand_ground_truth(boxes(*[(r[0], r[1], r[2], r[4], r[3], r[5], r[6]) for r in box_rows]),
+                             labels(*label_rows), hierarchy, classes)
+    frame = dets(*det_rows)
+    whole = evaluate_expanded(frame, gt)
+    image = pd.Index(gt.image_ids).get_indexer(frame["ImageID"])
+    cls = pd.Index(classes).get_indexer(frame["LabelName"])
+    order = np.argsort(np.where(image < 0, len(gt.image_ids), image), kind="stable")  # by image, unknown ones last
+    cuts = [0, 5, 6, 15, len(gt.image_ids)]
+    parts = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        rows = order[(image[order] >= lo) & (image[order] < hi)]
+        parts.append(match_entries(image[rows], cls[rows], frame["Score"].to_numpy()[rows],
+                                   frame[["XMin", "YMin", "XMax", "YMax"]].to_numpy()[rows], gt.of_images(lo, hi)))
+    result = evaluate_entries(parts, gt)
+    assert result.map == whole.map and 0 < whole.map < 1
+    pd.testing.assert_frame_equal(result.per_class, whole.per_class)
+    assert result.num_detections == whole.num_detections and result.num_images == whole.num_images
