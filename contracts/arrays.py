@@ -1,4 +1,5 @@
-"""Array helpers shared by the metric and the writer: string-to-index lookup and a fast stable grouped sort."""
+"""Array helpers shared by the metric, the writer and fusion: string-to-index lookup, a counting sort and a fast
+stable grouped sort."""
 from __future__ import annotations
 
 import numba
@@ -16,17 +17,25 @@ def positions(values: pd.Series | np.ndarray, index: pd.Index) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _grouped_order(group, n_groups, primary, secondary, use_secondary):
+def counting_order(group, n_groups, items):
+    """``items`` (int64 indices into ``group``, each once) stably sorted by their group, and where each group starts
+    in that order ((n_groups + 1,)): a counting sort."""
     start = np.zeros(n_groups + 1, np.int64)
-    for g in group:
-        start[g + 1] += 1
+    for i in items:
+        start[group[i] + 1] += 1
     for g in range(n_groups):
         start[g + 1] += start[g]
     fill = start[:-1].copy()
-    order = np.empty(len(group), np.int64)
-    for i in range(len(group)):  # counting sort by group, stable
+    order = np.empty(items.size, np.int64)
+    for i in items:
         order[fill[group[i]]] = i
         fill[group[i]] += 1
+    return order, start
+
+
+@numba.njit(cache=True)
+def _grouped_order(group, n_groups, primary, secondary, use_secondary):
+    order, start = counting_order(group, n_groups, np.arange(group.size))
     for g in range(n_groups):
         s, e = start[g], start[g + 1]
         if e - s > 1:  # least significant key first: stable sorts keep the earlier orders among ties

@@ -7,15 +7,16 @@ fixed-size binary record, into the file of its chunk of images (images numbered 
 read one at a time, sorted by image with numpy, and fused in blocks of images by joblib workers; the results are
 written in image order, so the output does not depend on the number of workers.
 
-One fusion call takes a run of a few images (``_FUSE_IMAGES``) and a group of classes with the same covering
-inputs (``Fusion``, see ensemble/recipe.py on coverage): each (image, class) pair gets a label of its own, and every
-fusion method treats labels independently, so the fused boxes are those of image-by-image fusion. Rows then come
-out per image by score, descending; equal scores are ordered by class number, then box, so the order depends on
-nothing but the image's own fused boxes (not on the runs, blocks or workers).
+Each group of classes with the same covering inputs (``Fusion``, see ensemble/recipe.py on coverage) is fused on
+its own: WBF by ``ensemble.wbf.fuse_images``, one call per block, which fuses image by image; the NMS family one
+call per run of a few images (``_FUSE_IMAGES``), each (image, class) pair with a label of its own (every fusion
+method treats labels independently, so the fused boxes are those of image-by-image fusion). Rows then come out per
+image by score, descending; equal scores are ordered by class number, then box, so the order depends on nothing but
+the image's own fused boxes (not on the runs, blocks or workers).
 
 Ancestor copies (``contracts.expansion``): a fused box of class C is also written once for every ancestor of C (a
-set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even when fusion already
-produced a box of the ancestor class at the same place: the copy carries the evidence for C, the other box the
+set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even
+when fusion already produced a box of the ancestor class at the same place: the copy carries the evidence for C, the other box the
 detector's own evidence for the ancestor, and merging them would need one more suppression threshold. The
 metric's greedy matching makes the lower-scored of two duplicates a false positive ranked below the true
 positive, which costs less than losing the recall of either.
@@ -37,6 +38,7 @@ from joblib import Parallel, delayed
 from numba import njit
 from tqdm import tqdm
 
+from contracts.arrays import counting_order
 from contracts.classes import read_classes
 from contracts.expansion import AncestorExpansion
 from contracts.hierarchy import Hierarchy
@@ -137,16 +139,7 @@ def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_t
     only the (image, class) pairs ``wanted`` marks ((I, C) bool; (0, 0): all). Returns each row's image, class,
     score (float32) and box (float32)."""
     n = score.size
-    start = np.zeros(n_images + 1, np.int64)
-    for i in range(n):
-        start[image[i] + 1] += 1
-    for g in range(n_images):
-        start[g + 1] += start[g]
-    fill = start[:-1].copy()
-    order = np.empty(n, np.int64)
-    for i in by_score:  # a counting sort by image: each image's boxes by descending score
-        order[fill[image[i]]] = i
-        fill[image[i]] += 1
+    order, start = counting_order(image, n_images, by_score)  # each image's boxes by descending score
     capacity = 0
     for i in range(n):
         capacity += 1 + indptr[label[i] + 1] - indptr[label[i]]
@@ -223,8 +216,9 @@ def _fuse_groups(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: in
         take = None if fusion.group_of_class is None else fusion.group_of_class == g
         if fusion.method == "wbf":
             try:
-                boxes, scores, image, label = fuse_images(rows["box"], rows["score"], rows["label"], bounds[list(members)],
-                                                          n_classes, weights, take=take, **fusion.params)
+                boxes, scores, image, label = fuse_images(rows["box"], rows["score"], rows["label"],
+                                                          bounds[list(members)], n_classes, weights, take=take,
+                                                          **fusion.params)
             except ValueError:
                 raise _fusion_error(fusion, members, _runs(rows, bounds, members, take, 0, n_images), image_ids,
                                     first) from None

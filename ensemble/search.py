@@ -149,7 +149,7 @@ class Evaluator:
             stop = min(first + self.block_images, len(self.images))
             gt_image = self.gt_image[first:stop]
             known = gt_image[gt_image >= 0]
-            part = self._matched.of_images(known.min(), known.max() + 1) if len(known) else self._matched.of_images(0, 0)
+            part = self._matched.of_images(*((known.min(), known.max() + 1) if len(known) else (0, 0)))
             yield delayed(_score_block)(fusion, self.records, self.bounds[list(members), first:stop + 1], first,
                                         self.images[first:stop], gt_image, self.gt_class, self.class_of_gt, part)
 

@@ -48,6 +48,8 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from contracts.arrays import counting_order
+
 from ._inputs import model_arrays, model_weights
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
@@ -97,8 +99,8 @@ def _block_sum(a, lo, n, to_float32):
 
 @njit(cache=True)
 def pairwise_sum(a, to_float32):
-    """Sum of the 1-D float64 array ``a`` in numpy's order for a contiguous 1-D reduction (``np.add.reduce``), so that sums
-    agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves (cut to
+    """Sum of the 1-D float64 array ``a`` in numpy's order for a contiguous 1-D reduction (``np.add.reduce``), so
+    that sums agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves (cut to
     multiples of 8) and the halves' sums added. ``to_float32`` rounds every partial sum, as numpy does for float32
     arrays."""
     # numpy recurses on the halves; walk the same tree with an explicit stack (left half first). A task is a run
@@ -238,17 +240,7 @@ def _processing_order(group, n_groups, keys):
     group: (N,) label group of each box (numbered by first appearance); keys: (N,) float64. Returns ``order`` (N,)
     (box indices), ``group_starts`` (G + 1,) and ``tied`` (G,) bool: groups holding equal keys, whose order among
     the ties the caller must settle (here it is unspecified). Each group is sorted on its own: groups are small."""
-    n = group.size
-    group_starts = np.zeros(n_groups + 1, np.int64)
-    for i in range(n):
-        group_starts[group[i] + 1] += 1
-    for g in range(n_groups):
-        group_starts[g + 1] += group_starts[g]
-    fill = group_starts[:-1].copy()
-    order = np.empty(n, np.int64)
-    for i in range(n):  # a counting sort of the boxes into their groups
-        order[fill[group[i]]] = i
-        fill[group[i]] += 1
+    order, group_starts = counting_order(group, n_groups, np.arange(group.size))
     tied = np.zeros(n_groups, np.bool_)
     for g in range(n_groups):
         lo, hi = group_starts[g], group_starts[g + 1]

@@ -314,7 +314,8 @@ def fused_rows(boxes, scores, image, label):
 @pytest.mark.parametrize("conf_type", CONF_TYPES)
 def test_fuse_images_is_wbf_image_by_image(conf_type):
     """fuse_images on many images at once gives, bit for bit, weighted_boxes_fusion of each image alone: with
-    tied scores (the images left to weighted_boxes_fusion itself), dirty boxes and the score filter."""
+    tied scores (the images left to weighted_boxes_fusion itself), dirty boxes, the score filter and a subset of the
+    labels (``take``)."""
     rng = np.random.default_rng(CONF_TYPES.index(conf_type))
     for case in range(4):
         n_models, n_labels = int(rng.integers(1, 6)), int(rng.integers(1, 9))
@@ -323,11 +324,14 @@ def test_fuse_images_is_wbf_image_by_image(conf_type):
         kwargs = dict(iou_thr=float(rng.choice([0.3, 0.55, 0.7])), skip_box_thr=float(rng.choice([0.0, 0.3])),
                       conf_type=conf_type, allows_overflow=bool(case % 2))
         weights = list(rng.uniform(0.2, 3, n_models))
+        take = None if case < 2 else rng.random(n_labels) < 0.6  # then only these labels are fused
         want = []
         for i, (b, s, lab) in enumerate(per_image):
+            if take is not None:
+                b, s, lab = zip(*[(bm[take[lm]], sm[take[lm]], lm[take[lm]]) for bm, sm, lm in zip(b, s, lab)])
             fused, conf, labels = weighted_boxes_fusion(b, s, lab, weights, **kwargs)
             want += fused_rows(fused, conf, np.full(len(conf), i), labels.astype(np.int64))
-        got = fuse_images(*images_layout(per_image), n_labels, weights, **kwargs)
+        got = fuse_images(*images_layout(per_image), n_labels, weights, take=take, **kwargs)
         assert got[0].dtype == got[1].dtype == np.float64
         assert fused_rows(*got) == sorted(want)
 
