@@ -413,7 +413,7 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
     out_conf = np.empty(n)
     out_image = np.empty(n, np.int64)
     out_label = np.empty(n, np.int64)
-    # one image's boxes (cleaned, with key, weight, model and label group) and clusters
+    # one image's boxes: cleaned, with key, weight, model and label group
     clean = np.empty((most, 4))
     key = np.empty(most)
     box_weight = np.empty(most)
@@ -421,11 +421,6 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
     group = np.empty(most, np.int64)
     group_label = np.empty(most, np.int64)
     group_of_label = np.full(take.size, -1, np.int64)
-    state = np.empty((most, _STATE))
-    count = np.empty(most, np.int64)
-    assigned = np.empty(most, np.int64)
-    cluster_group = np.empty(most, np.int64)
-    present = np.zeros((most, n_models), np.bool_)
     n_out = 0
     for i in range(n_images):
         k = 0
@@ -460,30 +455,17 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
         if tied.any():
             left_out[i] = True
             continue
-        n_clusters = 0
-        for g in range(n_groups):
-            first = n_clusters
-            n_clusters = _walk_group(clean, key, box_weight, order, group_starts[g], group_starts[g + 1], first,
-                                     state, count, assigned, iou_thr, conf_code)
-            if n_clusters < 0:
-                break
-            cluster_group[first:n_clusters] = g
-        if n_clusters < 0:
+        fused, conf, cluster_group, zero_group = _cluster(
+            clean[:k], key[:k], box_weight[:k], model[:k], order, group_starts, weights, False, conf_code, iou_thr,
+            allows_overflow, weight_sum, weight_max)
+        if zero_group >= 0 or np.isnan(conf).any():
             left_out[i] = True
             continue
-        present[:n_clusters] = False
-        for j in range(k):
-            present[assigned[j], model[j]] = True
-        conf = out_conf[n_out:n_out + n_clusters]
-        _rescale(state, count, present, weights, False, conf_code, allows_overflow, weight_sum, weight_max, conf)
-        if np.isnan(conf).any():
-            left_out[i] = True
-            continue
-        for c in range(n_clusters):
-            for d in range(4):
-                out_box[n_out + c, d] = state[c, d]
-            out_image[n_out + c] = i
-            out_label[n_out + c] = group_label[cluster_group[c]]
+        n_clusters = conf.size
+        out_box[n_out:n_out + n_clusters] = fused
+        out_conf[n_out:n_out + n_clusters] = conf
+        out_image[n_out:n_out + n_clusters] = i
+        out_label[n_out:n_out + n_clusters] = group_label[cluster_group]
         n_out += n_clusters
     return (out_box[:n_out], out_conf[:n_out], out_image[:n_out], out_label[:n_out], problem_rows[:n_problems],
             problem_flags[:n_problems], left_out)
