@@ -16,10 +16,10 @@ the image's own fused boxes (not on the runs, blocks or workers).
 
 Ancestor copies (``contracts.expansion``): a fused box of class C is also written once for every ancestor of C (a
 set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even
-when fusion already produced a box of the ancestor class at the same place: the copy carries the evidence for C, the other box the
-detector's own evidence for the ancestor, and merging them would need one more suppression threshold. The
-metric's greedy matching makes the lower-scored of two duplicates a false positive ranked below the true
-positive, which costs less than losing the recall of either.
+when fusion already produced a box of the ancestor class at the same place: the copy carries the evidence for C,
+the other box the detector's own evidence for the ancestor, and merging them would need one more suppression
+threshold. The metric's greedy matching makes the lower-scored of two duplicates a false positive ranked below the
+true positive, which costs less than losing the recall of either.
 """
 from __future__ import annotations
 
@@ -151,20 +151,19 @@ def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_t
     for g in range(n_images):
         lo, hi = start[g], start[g + 1]
         rows = order[lo:hi]
-        if hi - lo > 1:
-            p = 0
-            while p < hi - lo:  # a run of equal scores by class, then box: by insertion, runs are short
-                q = p + 1
-                while q < hi - lo and score[rows[q]] == score[rows[p]]:
-                    q += 1
-                for t in range(p + 1, q):
-                    item = rows[t]
-                    u = t
-                    while u > p and _before(item, rows[u - 1], score, label, boxes):
-                        rows[u] = rows[u - 1]
-                        u -= 1
-                    rows[u] = item
-                p = q
+        p = 0
+        while p < hi - lo:  # a run of equal scores by class, then box: by insertion, runs are short
+            q = p + 1
+            while q < hi - lo and score[rows[q]] == score[rows[p]]:
+                q += 1
+            for t in range(p + 1, q):
+                item = rows[t]
+                u = t
+                while u > p and _before(item, rows[u - 1], score, label, boxes):
+                    rows[u] = rows[u - 1]
+                    u -= 1
+                rows[u] = item
+            p = q
         written = 0
         for t in range(hi - lo):
             i = rows[t]

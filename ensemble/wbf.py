@@ -100,9 +100,9 @@ def _block_sum(a, lo, n, to_float32):
 @njit(cache=True)
 def pairwise_sum(a, to_float32):
     """Sum of the 1-D float64 array ``a`` in numpy's order for a contiguous 1-D reduction (``np.add.reduce``), so
-    that sums agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves (cut to
-    multiples of 8) and the halves' sums added. ``to_float32`` rounds every partial sum, as numpy does for float32
-    arrays."""
+    that sums agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves
+    (cut to multiples of 8) and the halves' sums added. ``to_float32`` rounds every partial sum, as numpy does for
+    float32 arrays."""
     # numpy recurses on the halves; walk the same tree with an explicit stack (left half first). A task is a run
     # to sum (split 0) or the addition of the two sums on top of the value stack (split 1).
     tasks = np.empty((128, 3), np.int64)
