@@ -129,6 +129,16 @@ def pairwise_sum(a, to_float32):
 
 
 @njit(cache=True)
+def _clip(v):
+    """``v`` clipped to [0, 1], and whether it was below 0, above 1 (as ints)."""
+    if v < 0:
+        return 0.0, 1, 0
+    if v > 1:
+        return 1.0, 0, 1
+    return v, 0, 0
+
+
+@njit(cache=True)
 def _clean_box(x1, y1, x2, y2):
     """One box swapped, clipped to [0, 1] and checked for zero area: the cleaned corners and its problem flags
     (bits as in ``_BOX_WARNINGS`` and ``_ZERO_AREA``; 0: a clean box)."""
@@ -139,31 +149,15 @@ def _clean_box(x1, y1, x2, y2):
     if y2 < y1:
         y1, y2 = y2, y1
         problems |= 2
-    # clip one bound at a time, in the reference's order (keeps the sign of -0.0 as it does)
-    if x1 < 0:
-        x1 = 0.0
-        problems |= 4
-    if x1 > 1:
-        x1 = 1.0
-        problems |= 8
-    if x2 < 0:
-        x2 = 0.0
-        problems |= 16
-    if x2 > 1:
-        x2 = 1.0
-        problems |= 32
-    if y1 < 0:
-        y1 = 0.0
-        problems |= 64
-    if y1 > 1:
-        y1 = 1.0
-        problems |= 128
-    if y2 < 0:
-        y2 = 0.0
-        problems |= 256
-    if y2 > 1:
-        y2 = 1.0
-        problems |= 512
+    # clip one coordinate at a time, in the reference's order (-0.0 is kept, as it does)
+    x1, low, high = _clip(x1)
+    problems |= low << 2 | high << 3
+    x2, low, high = _clip(x2)
+    problems |= low << 4 | high << 5
+    y1, low, high = _clip(y1)
+    problems |= low << 6 | high << 7
+    y2, low, high = _clip(y2)
+    problems |= low << 8 | high << 9
     if (x2 - x1) * (y2 - y1) == 0.0:
         problems |= 1 << _ZERO_AREA
     return x1, y1, x2, y2, problems
