@@ -3,32 +3,33 @@
 # DATA is named once, at `make prepare`: each dataset gets its own work folder WORK (work/<name of DATA>), prepare
 # records the raw paths in WORK/prepared/sources.mk and marks WORK as the current one (work/CURRENT), and every
 # later target reads both. A variable given on the command line always wins. Without any, the bundled mini dataset.
+# What a dataset needs beyond its files (its ensemble recipe, a COCO export) comes from the dataset itself
+# (DATA/dataset.json, recorded in sources.mk), never from how its path is spelled.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+include mk/install.mk
 
-PYTHON      ?= python3.11
-VENV        ?= .venv
-PY          := $(VENV)/bin/python
-STAMP       := $(VENV)/.installed
-
+# ---------------------------------------------------------------- the dataset and its work folder
 WORK_ROOT   ?= work
+MINI_DATA   := data/mini
 ifneq ($(origin DATA),undefined)
 WORK        ?= $(WORK_ROOT)/$(notdir $(patsubst %/,%,$(DATA)))
 endif
 WORK        ?= $(or $(shell cat $(WORK_ROOT)/CURRENT 2>/dev/null),$(WORK_ROOT)/mini)
 PREPARED    ?= $(WORK)/prepared
 -include $(PREPARED)/sources.mk
-DATA        ?= data/mini
+DATA        ?= $(MINI_DATA)
 IMAGES_ROOT ?= $(DATA)
 VAL_BOXES   ?= $(DATA)/challenge-2019-validation-detection-bbox.csv
 VAL_LABELS  ?= $(DATA)/challenge-2019-validation-detection-human-imagelabels.csv
 SAMPLE_SUBMISSION ?= $(DATA)/sample_submission.csv
+DATASET_RECIPE ?= challenge
 CLASSES     ?= $(PREPARED)/classes.csv
 HIERARCHY   ?= $(PREPARED)/hierarchy.json
 REMEMBER    ?= 1
 PREPARE_OPTS?=
-COCO_SPLITS ?=
 
+# ---------------------------------------------------------------- models, predictions, recipes
 CONFIGS     ?= configs
 MODEL       ?= mini_tsd
 CONFIG      ?= $(CONFIGS)/$(MODEL).py
@@ -65,11 +66,7 @@ PREDICTIONS ?= $(WORK)/predictions/$(RUN_NAME)/$(SPLIT)
 SHARD       ?= 0/1
 SHARDS      ?= 8
 INFER_OPTS  ?= --keep-variants
-ifeq ($(DATA),data/mini)
-RECIPE      ?= configs/ensemble/mini.yaml
-else
-RECIPE      ?= configs/ensemble/challenge.yaml
-endif
+RECIPE      ?= $(CONFIGS)/ensemble/$(DATASET_RECIPE).yaml
 RECIPE_NAME := $(basename $(notdir $(RECIPE)))
 JOBS        ?= 2
 SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
@@ -79,8 +76,6 @@ SEARCH_CANDIDATES ?=
 SEARCH_OUT        ?= $(WORK)/recipes/search.yaml
 SEARCH_OPTS       ?=
 PYTEST_ARGS ?=
-DEMO_WORK   ?= $(WORK_ROOT)/demo
-DEMO_MODELS ?= mini_tsd mini_baseline
 
 TRAIN_DATA  := --prepared-dir $(TRAIN_PREPARED) --img-root $(IMAGES_ROOT) $(if $(filter 1,$(ADAPT_CLASSES)),--adapt-classes)
 INFER_ARGS   = --split $(SPLIT) --images $(IMAGES) --classes $(TRAIN_PREPARED)/classes.csv $(INFER_OPTS)
@@ -91,45 +86,49 @@ endif
 ifneq ($(strip $(CFG_OPTIONS)),)
 TRAIN_CFG := --cfg-options $(CFG_OPTIONS)
 endif
+# guards: stop with one line (exit 2) before anything runs
+NEED_FROM = @test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
+NEED_CKPT = @test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
 
 .PHONY: help install mini prepare train train-slurm convert average infer infer-slurm ensemble search submission evaluate show \
-	demo test bench clean
+	demo test bench clean clean-work FORCE
 
 help: ## list the targets, what each reads and writes, and the current dataset
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Current dataset: DATA=$(DATA) WORK=$(WORK) (PREPARED=$(PREPARED))"
 	@echo "Defaults: MODEL=$(MODEL) SPLIT=$(SPLIT) GPUS=$(GPUS) SHARD=$(SHARD) RECIPE=$(RECIPE)"
 
-install: $(STAMP) ## create .venv: torch, mmcv (full build with ops), mmdet 3.3, the project
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "setuptools>=77,<81" wheel
-	$(PY) -m pip install -q torch==2.13.0
-	MMCV_WITH_OPS=1 $(PY) -m pip install --no-build-isolation mmcv==2.1.0
-	$(PY) -m pip install -q -e ".[test]"
-	touch $@
-
-mini: $(STAMP) ## generate the bundled mini dataset into data/mini (deterministic)
-	$(PY) -m data_prep.mini --out data/mini
-
-# The mini dataset is generated on first use, with the COCO export its Mask R-CNN config trains on; a real DATA
-# folder is used as it is (COCO_SPLITS=validation to export, say, the validation split).
-ifeq ($(DATA),data/mini)
-DATA_READY := data/mini/sample_submission.csv
-COCO_SPLITS := train,validation
-data/mini/sample_submission.csv: data_prep/mini.py | $(STAMP)
-	$(PY) -m data_prep.mini --out data/mini
+# ---------------------------------------------------------------- prepare
+# The bundled mini dataset is generated on first use (wherever DATA spells its path); a real DATA folder is used as
+# it is.
+ifeq ($(abspath $(DATA)),$(abspath $(MINI_DATA)))
+DATA_READY := $(MINI_DATA)/dataset.json
 endif
+mini: $(MINI_DATA)/dataset.json ## generate the bundled mini dataset into data/mini (deterministic)
+$(MINI_DATA)/dataset.json: data_prep/mini.py | $(STAMP)
+	$(PY) -m data_prep.mini --out $(MINI_DATA)
 
-prepare: $(STAMP) $(DATA_READY) ## reads DATA (CSVs, hierarchy) -> writes WORK/prepared (Parquet, sources.mk)
-	$(PY) -m data_prep --data-dir $(DATA) --out-dir $(PREPARED) $(if $(COCO_SPLITS),--coco-splits $(COCO_SPLITS)) \
-		$(PREPARE_OPTS)
+# prepare is a file target: it reruns when a raw annotation file, a file PREPARE_OPTS names, the code or the command
+# itself changed since the last run (kept in WORK/prepared/prepare-command.txt), and otherwise does nothing.
+PREPARE_CMD  = $(strip $(PY) -m data_prep --data-dir $(abspath $(DATA)) --out-dir $(PREPARED) $(PREPARE_OPTS))
+PREPARE_DEPS = $(wildcard $(DATA)/*.csv $(DATA)/*.csv.gz $(DATA)/*.json $(filter-out -%,$(subst =, ,$(PREPARE_OPTS))) \
+	data_prep/*.py contracts/*.py) $(DATA_READY)
+ifneq "$(file <$(PREPARED)/prepare-command.txt)" "$(PREPARE_CMD)"
+PREPARE_DEPS += FORCE
+endif
+quote = '$(subst ','\'',$(1))'
+
+prepare: $(PREPARED)/summary.json ## reads DATA (CSVs, hierarchy) -> writes WORK/prepared (Parquet, sources.mk)
 ifeq ($(REMEMBER),1)
-	mkdir -p $(WORK_ROOT) && echo "$(WORK)" > $(WORK_ROOT)/CURRENT
+	@mkdir -p $(WORK_ROOT) && echo "$(WORK)" > $(WORK_ROOT)/CURRENT
 endif
+$(PREPARED)/summary.json: $(PREPARE_DEPS) | $(STAMP)
+	$(PREPARE_CMD)
+	@printf '%s\n' $(call quote,$(PREPARE_CMD)) > $(PREPARED)/prepare-command.txt
 
+# ---------------------------------------------------------------- train, infer
 train: $(STAMP) ## reads WORK/prepared + images -> writes WORK/models/MODEL (GPUS=N torchrun; RESUME=1; EXPERT=NAME; FROM=MODEL)
-	@test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
+	$(NEED_FROM)
 ifeq ($(GPUS),1)
 	$(PY) -m pipeline.train $(CONFIG) --work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 else
@@ -138,7 +137,7 @@ else
 endif
 
 train-slurm: $(STAMP) ## as train, on Slurm (srun, PARTITION, GPUS)
-	@test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
+	$(NEED_FROM)
 	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) \
 		$(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 
@@ -152,13 +151,14 @@ average: $(STAMP) ## reads the last LAST=K checkpoints of WORK/models/MODEL -> w
 	$(PY) -m pipeline.average --work-dir $(MODEL_DIR) --last $(LAST) --out $(MODEL_DIR)/average_last$(LAST).pth
 
 infer: $(STAMP) ## reads WORK/models/MODEL + SPLIT images -> writes WORK/predictions/MODEL/SPLIT (SHARD=k/N; EXPERT=NAME)
-	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
+	$(NEED_CKPT)
 	$(PY) -m pipeline.infer $(INFER_CONFIG) $(CKPT) --shard $(SHARD) --out $(PREDICTIONS) $(INFER_ARGS)
 
 infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); waits, checks the shard set
-	@test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
+	$(NEED_CKPT)
 	PYTHON=$(PY) bash tools/slurm_infer.sh $(PARTITION) $(SHARDS) $(PREDICTIONS) $(INFER_CONFIG) $(CKPT) $(INFER_ARGS)
 
+# ---------------------------------------------------------------- ensemble, submission, evaluation
 ensemble: $(STAMP) ## reads WORK/predictions named by RECIPE on SPLIT -> writes WORK/ensemble/RECIPE/SPLIT
 	$(PY) -m ensemble --recipe $(RECIPE) --split $(SPLIT) --work $(WORK) --prepared $(PREPARED) --jobs $(JOBS)
 
@@ -183,50 +183,26 @@ show: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + images, CSVs -> EVAL_D
 		--images $(IMAGES_ROOT)/validation --out $(EVAL_DIR)/show \
 		--boxes $(VAL_BOXES) --labels $(VAL_LABELS) --classes $(CLASSES) --hierarchy $(HIERARCHY)
 
-# The demo runs in its own work folder (DEMO_WORK) and leaves work/CURRENT alone. After the two global models it
-# fine-tunes mini_tsd on the 3 classes it is weakest at on validation (expert worst3, which
-# configs/ensemble/mini_expert.yaml and configs/ensemble/search/mini_candidates.yaml name), averages mini_tsd's last
-# DEMO_AVERAGE checkpoints, fuses (mini, mini_expert) and searches a recipe on validation (mini_search); the
-# submission is the mini recipe's.
-DEMO_MAKE = $(MAKE) --no-print-directory DATA=data/mini WORK=$(DEMO_WORK) REMEMBER=0
-DEMO_WORST  := 3
-DEMO_EXPERT := worst$(DEMO_WORST)
-DEMO_EXPERT_OPTIONS ?= train_cfg.max_iters=60 param_scheduler.0.end=20
-DEMO_AVERAGE ?= 3
-# OpenMP threads that sleep instead of spinning while they wait: on a shared CPU, spinning made training 6x slower.
-demo: export OMP_WAIT_POLICY ?= PASSIVE
-demo: $(STAMP) ## the whole pipeline on the mini dataset in DEMO_WORK, ending in one results table
-	$(DEMO_MAKE) prepare
-	for m in $(DEMO_MODELS); do $(DEMO_MAKE) train MODEL=$$m || exit 1; done
-	for m in $(DEMO_MODELS); do for s in validation test; do \
-		$(DEMO_MAKE) infer MODEL=$$m SPLIT=$$s || exit 1; done; done
-	$(PY) tools/demo_report.py per-class --work $(DEMO_WORK) --model mini_tsd --out $(DEMO_WORK)/eval/mini_tsd/per_class.csv
-	$(PY) -m data_prep.experts --prepared $(DEMO_WORK)/prepared --per-class $(DEMO_WORK)/eval/mini_tsd/per_class.csv \
-		--worst $(DEMO_WORST) --out $(DEMO_WORK)/expert_groups.csv
-	$(DEMO_MAKE) prepare PREPARE_OPTS=--expert-groups=$(DEMO_WORK)/expert_groups.csv
-	$(DEMO_MAKE) train MODEL=mini_tsd EXPERT=$(DEMO_EXPERT) FROM=mini_tsd CFG_OPTIONS="$(DEMO_EXPERT_OPTIONS)"
-	$(DEMO_MAKE) infer MODEL=mini_tsd EXPERT=$(DEMO_EXPERT) SPLIT=validation
-	$(DEMO_MAKE) average MODEL=mini_tsd LAST=$(DEMO_AVERAGE)
-	$(DEMO_MAKE) infer MODEL=mini_tsd SPLIT=validation CKPT=$(DEMO_WORK)/models/mini_tsd/average_last$(DEMO_AVERAGE).pth \
-		PREDICTIONS=$(DEMO_WORK)/predictions/mini_tsd-average/validation
-	for r in mini mini_expert; do $(DEMO_MAKE) ensemble RECIPE=configs/ensemble/$$r.yaml SPLIT=validation || exit 1; done
-	$(DEMO_MAKE) search SEARCH_CANDIDATES=configs/ensemble/search/mini_candidates.yaml \
-		SEARCH_OUT=$(DEMO_WORK)/recipes/mini_search.yaml SEARCH_OPTS=--quiet
-	$(DEMO_MAKE) ensemble RECIPE=$(DEMO_WORK)/recipes/mini_search.yaml SPLIT=validation
-	$(DEMO_MAKE) ensemble SPLIT=test
-	$(DEMO_MAKE) submission
-	$(DEMO_MAKE) evaluate
-	$(PY) tools/demo_report.py table --work $(DEMO_WORK) --models $(DEMO_MODELS) --averaged mini_tsd-average:mini_tsd \
-		--expert mini_tsd-$(DEMO_EXPERT):$(DEMO_EXPERT) --recipes mini mini_expert mini_search
+# ---------------------------------------------------------------- the demo, tests, benchmarks, cleaning
+include mk/demo.mk
 
 test: $(STAMP) ## the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## the benchmarks (tables; see README)
+bench: $(STAMP) ## the benchmarks (tables; see docs/benchmarks.md)
 	$(PY) bench/wbf.py
 	$(PY) bench/score.py
 	$(PY) bench/tsd_head.py
 	$(PY) bench/prepare.py
 
-clean: ## remove generated data and work folders (not .venv)
-	rm -rf $(WORK_ROOT) data/mini
+clean: ## remove what the project generates by itself: the demo's work folder, the mini dataset and its work folder
+	rm -rf $(DEMO_WORK) $(MINI_DATA) $(WORK_ROOT)/mini
+	@if [ -f $(WORK_ROOT)/CURRENT ] && [ ! -d "$$(cat $(WORK_ROOT)/CURRENT)" ]; then rm -f $(WORK_ROOT)/CURRENT; fi
+
+clean-work: ## delete one dataset's work folder (models, predictions): make clean-work WORK=work/NAME, named explicitly
+	@test "$(origin WORK)" = "command line" || { echo "error: name the work folder to delete: make clean-work WORK=work/NAME" >&2; exit 2; }
+	@test -d "$(WORK)" || { echo "error: $(WORK) is not a folder" >&2; exit 2; }
+	rm -rf -- "$(WORK)"
+	@if [ -f $(WORK_ROOT)/CURRENT ] && [ ! -d "$$(cat $(WORK_ROOT)/CURRENT)" ]; then rm -f $(WORK_ROOT)/CURRENT; fi
+
+FORCE:

@@ -62,12 +62,30 @@ def atomic_output(path: str | Path) -> Iterator:
         raise
 
 
+def image_files(folder: str | Path) -> dict[str, Path]:
+    """Every image of ``folder`` by ImageID (its file stem), the one rule of the project for what an image file is:
+    a name ending in one of ``IMAGE_SUFFIXES`` in any case (``.jpg``, ``.JPG``, ``.png``, ...). One directory
+    listing, no per-file stat. Two files with one ImageID (``a.jpg`` and ``a.png``) are an error naming both."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    found: dict[str, Path] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, dot, suffix = entry.name.rpartition(".")
+            if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES:
+                if stem in found:
+                    raise DataError(f"{folder}: two images for ImageID {stem!r}: {found[stem].name}, {entry.name}")
+                found[stem] = folder / entry.name
+    return found
+
+
 def read_image_ids(path: str | Path) -> list[str]:
     """Image ids, sorted and unique, from an image folder (file stems), ``sample_submission.csv`` (its ImageId
     column) or a text list (one id per line; a trailing image suffix is removed)."""
     path = Path(path)
     if path.is_dir():
-        ids = [p.stem for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        ids = list(image_files(path))
         if not ids:
             raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         return sorted(set(ids))

@@ -25,10 +25,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--expert-groups", metavar="FILE",
                    help="class groups (CSV 'group,MID' rows or YAML {group: [MID, ...]}): also write "
                         "experts/{group}/ restricted to each group's classes and images")
-    p.add_argument("--coco-splits", default="", metavar="SPLITS",
+    p.add_argument("--coco-splits", default=None, metavar="SPLITS",
                    help="comma-separated splits (train,validation) to export as coco/{split}.json; image sizes are "
                         "read from the JPEG headers under the images root (a split without its image folder is "
-                        "skipped with a note)")
+                        "skipped with a note); default: those DATA/dataset.json names, else none")
     p.add_argument("--images-root", metavar="DIR",
                    help="folder holding train/ and validation/ with <ImageID>.jpg (default: DATA); rows whose "
                         "image is missing are dropped; a split folder that does not exist skips the check")
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         return tuple(s.strip() for s in text.split(",") if s.strip())
 
     summary = run_prepare(args.data_dir, args.out_dir, split_names=names(args.splits),
-                          coco_splits=names(args.coco_splits), expand_boxes=args.expand_boxes,
+                          coco_splits=None if args.coco_splits is None else names(args.coco_splits), expand_boxes=args.expand_boxes,
                           expert_groups=args.expert_groups, strict=args.strict, images_root=args.images_root,
                           workers=args.workers, progress=not args.quiet)
     print(format_summary(summary))

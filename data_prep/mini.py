@@ -29,6 +29,7 @@ Written files (see docs/artifacts.md for the layout)::
     sample_submission.csv                           ImageId,PredictionString (empty strings)
     mini-{train,validation}-polygons.csv            ImageID,BoxRow,Polygon (unless masks=False)
     README.txt
+    dataset.json                                    its needs: the mini ensemble recipe, the COCO export
 
 Coordinates are normalised to [0, 1]. Each object is drawn from its polygon, so its box is the polygon's bounding
 box and its mask is the polygon (the whole outline, also where a later shape hides part of it); both are quantised
@@ -54,6 +55,8 @@ from tqdm import tqdm
 
 from contracts.hierarchy import Hierarchy
 
+from .sources import DATASET_SETTINGS
+
 METADATA = Path(__file__).resolve().parent / "metadata"
 REAL_CLASSES = METADATA / "challenge-2019-classes-description-500.csv"
 REAL_HIERARCHY = METADATA / "challenge-2019-label500-hierarchy.json"
@@ -68,6 +71,9 @@ BOX_HEADER = {
 LABEL_HEADER = {"train": "ImageID,Source,LabelName,Confidence", "validation": "ImageID,LabelName,Confidence"}
 POLYGON_HEADER = "ImageID,BoxRow,Polygon"
 README_FIRST_LINE = "oid-tsd mini dataset"
+# What the mini dataset asks of the stages (data_prep.sources.read_dataset_settings): its own ensemble recipe, and
+# the COCO export that configs/mini_mask_tsd.py trains on.
+DATASET_NEEDS = {"recipe": "mini", "coco_splits": ["train", "validation"]}
 
 RARE_WEIGHT = 0.12            # train frequency of a rare class relative to a common one
 
@@ -544,6 +550,7 @@ def _build(out_dir: Path, seed: int, masks: bool, counts: dict[str, int], progre
             _write_text(out_dir / f"mini-{split}-polygons.csv", "\n".join([POLYGON_HEADER, *polygons]) + "\n")
     bar.close()
     _write_text(out_dir / "README.txt", _readme(seed, counts, masks, class_rows))
+    _write_text(out_dir / DATASET_SETTINGS, json.dumps(DATASET_NEEDS, indent=2) + "\n")
 
 
 def _readme(seed: int, counts: dict[str, int], masks: bool, class_rows: list[str]) -> str:

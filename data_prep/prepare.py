@@ -32,7 +32,7 @@ from . import formats
 from .coco import export_coco
 from .expand import ExpandedLabels, Relatives, expand_image_labels, sorted_unique
 from .formats import SplitFiles
-from .sources import SOURCES_JSON, SOURCES_MK, record_sources, write_sources
+from .sources import SOURCES_JSON, SOURCES_MK, read_dataset_settings, record_sources, write_sources
 
 BOX_COLUMNS = ("XMin", "YMin", "XMax", "YMax")
 FLAG_COLUMNS = ("IsGroupOf", "IsOccluded", "IsTruncated", "IsDepiction", "IsInside")
@@ -269,19 +269,21 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Sequence[str] = formats.SPLITS,
-                coco_splits: Sequence[str] = (),
+                coco_splits: Sequence[str] | None = None,
                 expand_boxes: bool = False, expert_groups: str | Path | None = None, strict: bool = False,
                 images_root: str | Path | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Prepare the annotations of ``data_dir`` into ``out_dir`` (see docs/artifacts.md) and return the summary.
 
     ``coco_splits`` also writes ``coco/{split}.json`` (image sizes read from ``images_root/{split}`` with
-    ``workers`` processes); ``expert_groups`` (CSV ``group,MID`` or YAML) writes ``experts/{group}/``; ``strict``
+    ``workers`` processes; ``None``: the splits the dataset's ``dataset.json`` names, else none); ``expert_groups`` (CSV ``group,MID`` or YAML) writes ``experts/{group}/``; ``strict``
     turns the first bad row into a :class:`formats.RowError`; ``images_root`` (default ``data_dir``) holds
     ``{split}/<ImageID>.jpg``; ``split_names`` are the splits to prepare (each must have its box file). The raw paths
     are recorded in ``sources.json`` / ``sources.mk`` (``data_prep.sources``)."""
+    data_dir = Path(data_dir)
+    if coco_splits is None:
+        coco_splits = read_dataset_settings(data_dir).get("coco_splits", ())
     if isinstance(coco_splits, str):
         coco_splits = tuple(s for s in coco_splits.split(",") if s)
-    data_dir = Path(data_dir)
     out_dir = Path(out_dir)
     images_root = Path(images_root) if images_root is not None else data_dir
     files = formats.discover(data_dir, split_names)

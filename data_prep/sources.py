@@ -5,6 +5,10 @@ prepared annotations, ``sources.json`` (for programs) and ``sources.mk`` (for ``
 same absolute paths: the data folder, the images root (``{split}/<ImageID>.jpg``), the validation box and
 image-label files it read (Challenge 2019 or V5/V6 names, plain or .gz) and ``sample_submission.csv``. The
 make variables are assigned with ``?=``, so a variable given on the command line still wins.
+
+What a dataset needs beyond the official files follows from the dataset itself, never from how its path is spelled:
+an optional ``dataset.json`` in the raw folder (the mini dataset writes one) names its default ensemble recipe and the
+splits to export as COCO (``read_dataset_settings``).
 """
 from __future__ import annotations
 
@@ -18,6 +22,28 @@ from . import formats
 SOURCES_JSON = "sources.json"
 SOURCES_MK = "sources.mk"
 SAMPLE_SUBMISSION = "sample_submission.csv"
+DATASET_SETTINGS = "dataset.json"
+SETTING_TYPES = {"recipe": str, "coco_splits": list}  # recipe: a name under configs/ensemble/
+DEFAULT_RECIPE = "challenge"
+
+
+def read_dataset_settings(data_dir: str | Path) -> dict:
+    """The raw folder's ``dataset.json`` (``{}`` when there is none); an unknown key or a wrong type is an error."""
+    path = Path(data_dir) / DATASET_SETTINGS
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(settings, dict):
+        raise DataError(f"{path}: expected an object with keys {', '.join(SETTING_TYPES)}")
+    for key, value in settings.items():
+        if key not in SETTING_TYPES:
+            raise DataError(f"{path}: unknown key {key!r}; expected {', '.join(SETTING_TYPES)}")
+        if not isinstance(value, SETTING_TYPES[key]):
+            raise DataError(f"{path}: {key!r} must be a {SETTING_TYPES[key].__name__}, got {value!r}")
+    return settings
 
 
 def record_sources(files: formats.DataFiles, data_dir: Path, images_root: Path) -> dict:
@@ -35,11 +61,13 @@ def record_sources(files: formats.DataFiles, data_dir: Path, images_root: Path) 
         "validation_boxes": absolute(validation.boxes) if validation else None,
         "validation_labels": absolute(validation.labels) if validation else None,
         "sample_submission": absolute(sample),
+        "recipe": read_dataset_settings(data_dir).get("recipe", DEFAULT_RECIPE),
     }
 
 
 MAKE_VARIABLES = {"DATA": "data_dir", "IMAGES_ROOT": "images_root", "VAL_BOXES": "validation_boxes",
-                  "VAL_LABELS": "validation_labels", "SAMPLE_SUBMISSION": "sample_submission"}
+                  "VAL_LABELS": "validation_labels", "SAMPLE_SUBMISSION": "sample_submission",
+                  "DATASET_RECIPE": "recipe"}
 
 
 def write_sources(sources: dict, out_dir: Path) -> None:

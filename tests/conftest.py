@@ -3,10 +3,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-METADATA = REPO / "data_prep" / "metadata"
-SHARED = REPO.parent / "shared"  # optional extras only; every test must pass without it
-
 
 @pytest.fixture(scope="session")
 def mini_data(tmp_path_factory) -> Path:

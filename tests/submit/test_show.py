@@ -15,7 +15,7 @@ from contracts.metric import (FALSE_POSITIVE, GROUP_OF, IGNORED, TRUE_POSITIVE, 
                               match_detections, read_gt_boxes, read_gt_labels)
 from submit import show
 
-from test_metric import FLAT, boxes, dets, labels, random_case
+from tests.contracts.test_metric import FLAT, boxes, dets, labels, random_case
 
 BOXES = "challenge-2019-validation-detection-bbox.csv"
 LABELS = "challenge-2019-validation-detection-human-imagelabels.csv"

@@ -23,8 +23,8 @@ from data_prep.formats import read_expert_groups
 from pipeline.init_from import class_dependent_keys, layer_names, transferable
 from pipeline.train import load_config, run
 from submit.score import write_per_class
+from tests.helpers import METADATA, REPO
 
-METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
 CLASSES_500 = METADATA / "challenge-2019-classes-description-500.csv"
 MINI = {"Pumpkin": "/m/05zsy", "Tomato": "/m/07j87", "Banana": "/m/09qck", "Carrot": "/m/0fj52s",
         "Tennis ball": "/m/05ctyq", "Football": "/m/01226z", "Lemon": "/m/09k_b", "Apple": "/m/014j1m",
@@ -237,7 +237,7 @@ def test_resumed_expert_keeps_its_own_weights(expert_data, mini_data, global_mod
 ])
 def test_class_layers_of_each_architecture(config, layers):
     """Every cascade stage's classifiers (its regression is class-agnostic); the mask head's logits."""
-    cfg = Config.fromfile(str(METADATA.parents[1] / "configs" / f"{config}.py"))
+    cfg = Config.fromfile(str(REPO / "configs" / f"{config}.py"))
     assert layer_names(class_dependent_keys(cfg)) == layers
 
 

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw
 from contracts.hierarchy import Hierarchy
 from data_prep.mini import (CLASS_SHAPES, FAR_FROM_CLASSES, LEAF_STYLES, LOOK_ALIKES, MAX_OCCLUDED, RARE_WEIGHT,
                             _distractor_colour, main, write_mini_dataset)
+from tests.helpers import METADATA
 
-METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
 REAL_CLASSES = METADATA / "challenge-2019-classes-description-500.csv"
 REAL_HIERARCHY = METADATA / "challenge-2019-label500-hierarchy.json"
 BOX_HEADER = {

@@ -9,7 +9,7 @@ import pytest
 from submit.validate import main as validate_main
 from submit.validate import validate_submission
 
-from conftest import METADATA
+from tests.helpers import METADATA
 
 CLASSES = METADATA / "challenge-2019-classes-description-500.csv"
 MIDS = pd.read_csv(CLASSES, header=None)[0].tolist()

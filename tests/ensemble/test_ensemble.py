@@ -21,8 +21,8 @@ from ensemble.__main__ import main
 from ensemble.nms import adj_nms, soft_nms
 from ensemble.recipe import expand_placeholders, insert_placeholders, load_recipe
 from ensemble.runner import run_ensemble
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HIERARCHY = REPO / "data_prep" / "metadata" / "challenge-2019-label500-hierarchy.json"
 OYSTER, INVERTEBRATE, SHELLFISH, ANIMAL, SEAFOOD = "/m/0_cp5", "/m/03xxp", "/m/0fbdv", "/m/0jbk", "/m/06nwz"
 TOMATO, TEDDY_BEAR, CAR, PERSON, CAT = "/m/07j87", "/m/0kmg4", "/m/0k4j", "/m/01g317", "/m/01yrx"

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import METADATA, REPO
+from tests.helpers import METADATA, REPO
 from contracts.classes import read_classes
 from contracts.predictions import COLUMNS
 from data_prep.mini import write_mini_dataset
@@ -80,7 +80,7 @@ def to_v6(data: Path) -> None:
 
 def make_data(root: Path, layout: str) -> Path:
     data = write_mini_dataset(root / "oid2019", seed=3, masks=False, n_train=40, n_validation=24, n_test=12)
-    for name in ("README.txt",):
+    for name in ("README.txt", "dataset.json"):  # a real download has neither
         (data / name).unlink()
     if layout == "challenge":
         shutil.copy(METADATA / "challenge-2019-classes-description-500.csv", data)

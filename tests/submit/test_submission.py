@@ -14,7 +14,7 @@ from contracts.files import read_image_ids
 from contracts.predictions import read_predictions
 from submit.write import write_submission
 
-from conftest import METADATA
+from tests.helpers import METADATA
 
 MIDS = pd.read_csv(METADATA / "challenge-2019-classes-description-500.csv", header=None)[0].tolist()
 

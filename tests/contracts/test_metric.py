@@ -9,7 +9,7 @@ import pytest
 from contracts.hierarchy import Hierarchy
 from contracts.metric import evaluate, evaluate_entries, evaluate_expanded, expand_ground_truth, match_entries
 
-from conftest import METADATA
+from tests.helpers import METADATA
 
 APPLE, FRUIT, VEGETABLE, TOMATO, CARROT = "/m/014j1m", "/m/02xwb", "/m/0f4s2w", "/m/07j87", "/m/0fj52s"
 FLAT = Hierarchy.from_json({"LabelName": "/m/0bl9f", "Subcategory": [{"LabelName": "/m/a"}, {"LabelName": "/m/b"}]})

@@ -13,9 +13,8 @@ from contracts.classes import read_classes
 from contracts.files import DataError
 from data_prep.formats import RowError
 from data_prep.prepare import run_prepare
+from tests.helpers import FIXTURES, METADATA
 
-METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
-FIXTURES = Path(__file__).resolve().parent / "data" / "mmdet-openimages"
 
 H13 = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,"
        "IsInside")
@@ -155,7 +154,7 @@ def test_gzip_gives_the_same_output(tmp_path):
 
 
 def test_mmdet_fixture_files(tmp_path):
-    data = shutil.copytree(FIXTURES, tmp_path / "data")
+    data = shutil.copytree(FIXTURES / "mmdet-openimages", tmp_path / "data")
     out = tmp_path / "out"
     summary = run_prepare(data, out, split_names=TRAIN_ONLY, progress=False)
     assert summary["splits"]["train"]["box_format"] == "13 columns"

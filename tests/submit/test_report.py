@@ -13,7 +13,7 @@ import pytest
 
 from submit.score import main as score_main
 
-from test_show import BOXES, CLASSES, HIERARCHY, LABELS, predictions_from_truth
+from tests.submit.test_show import BOXES, CLASSES, HIERARCHY, LABELS, predictions_from_truth
 
 
 class Page(HTMLParser):

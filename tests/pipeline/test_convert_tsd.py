@@ -27,8 +27,8 @@ from contracts.classes import read_classes
 from pipeline import convert_tsd, infer, train
 from pipeline.checkpoints import UntrustedCheckpointError, load_checkpoint, use_checkpoint_loader
 from pipeline.convert_tsd import ConversionError, convert, main
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RELEASED = REPO / "configs" / "released"
 CLASS_FILE = REPO / "data_prep" / "metadata" / "challenge-2019-classes-description-500.csv"
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}

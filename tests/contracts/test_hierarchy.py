@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from contracts.hierarchy import ROOT_MID, Hierarchy
+from tests.helpers import METADATA
 
-METADATA = Path(__file__).resolve().parents[1] / "data_prep" / "metadata"
 H500 = METADATA / "challenge-2019-label500-hierarchy.json"
 C500 = METADATA / "challenge-2019-classes-description-500.csv"
 H601 = METADATA / "bbox_labels_600_hierarchy.json"

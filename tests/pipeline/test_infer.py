@@ -14,8 +14,8 @@ from PIL import Image
 from contracts.classes import read_classes
 from pipeline import infer
 from pipeline.infer import Detections, Variant
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 MINI_CONFIG = REPO / "configs" / "mini_tsd.py"
 METADATA = REPO / "data_prep" / "metadata"
 
