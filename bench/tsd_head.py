@@ -33,7 +33,7 @@ import pipeline.models  # noqa: E402,F401  (registers the TSD heads)
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
-from mmengine.config import ConfigDict  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.structures import InstanceData  # noqa: E402
 from pipeline.ops import deform_roi_pool_levels  # noqa: E402
@@ -54,27 +54,20 @@ def random_boxes(gen: torch.Generator, n: int) -> torch.Tensor:
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
-def bbox_head_cfg(tsd: bool, num_classes: int) -> dict:
-    return dict(type="TSDShared2FCBBoxHead" if tsd else "Shared2FCBBoxHead", in_channels=256, fc_out_channels=1024,
-                roi_feat_size=7, num_classes=num_classes,
-                bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]),
-                reg_class_agnostic=False, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type="SmoothL1Loss", beta=1.0, loss_weight=1.0))
+def model_cfg(tsd: bool, num_classes: int) -> ConfigDict:
+    """The R-50 FPN Faster R-CNN of configs/r50_tsd.py (or r50_baseline.py) with ``num_classes``, random init."""
+    model = Config.fromfile(str(REPO / "configs" / ("r50_tsd.py" if tsd else "r50_baseline.py"))).model
+    model.roi_head.bbox_head.num_classes = num_classes
+    model.backbone.init_cfg = None
+    return model
 
 
 def roi_head_cfg(tsd: bool, num_classes: int, train_rois: int, test_rois: int) -> dict:
-    return dict(
-        type="TSDRoIHead" if tsd else "StandardRoIHead",
-        bbox_roi_extractor=dict(type="SingleRoIExtractor", roi_layer=dict(type="RoIAlign", output_size=7,
-                                                                          sampling_ratio=0),
-                                out_channels=256, featmap_strides=[4, 8, 16, 32]),
-        bbox_head=bbox_head_cfg(tsd, num_classes),
-        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
-                                     match_low_quality=False, ignore_iof_thr=-1),
-                       sampler=dict(type="RandomSampler", num=train_rois, pos_fraction=0.25, neg_pos_ub=-1,
-                                    add_gt_as_proposals=True),
-                       pos_weight=-1, debug=False),
-        test_cfg=dict(score_thr=0.001, nms=dict(type="nms", iou_threshold=0.5), max_per_img=test_rois))
+    """That model's RoI head, sampling ``train_rois`` RoIs in training and keeping ``test_rois`` at test."""
+    model = model_cfg(tsd, num_classes)
+    rcnn_train, rcnn_test = model.train_cfg.rcnn, model.test_cfg.rcnn
+    return dict(model.roi_head, train_cfg=dict(rcnn_train, sampler=dict(rcnn_train.sampler, num=train_rois)),
+                test_cfg=dict(rcnn_test, max_per_img=test_rois))
 
 
 def median_time(fn, repeats: int) -> float:
@@ -152,36 +145,6 @@ def head_tasks(args) -> list[tuple[str, Callable[[], None]]]:
                     ("align infer", lambda: roi_align(args.test_rois, False))]
 
 
-def detector_cfg(tsd: bool, num_classes: int) -> dict:
-    roi = roi_head_cfg(tsd, num_classes, 512, 1000)
-    rcnn_train, rcnn_test = roi.pop("train_cfg"), roi.pop("test_cfg")
-    return dict(
-        type="FasterRCNN",
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                               bgr_to_rgb=True, pad_size_divisor=32),
-        backbone=dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
-                      norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch"),
-        neck=dict(type="FPN", in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
-        rpn_head=dict(type="RPNHead", in_channels=256, feat_channels=256,
-                      anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0],
-                                            strides=[4, 8, 16, 32, 64]),
-                      bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-                      loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
-                      loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
-        roi_head=roi,
-        train_cfg=dict(
-            rpn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
-                                   match_low_quality=True, ignore_iof_thr=-1),
-                     sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1,
-                                  add_gt_as_proposals=False),
-                     allowed_border=-1, pos_weight=-1, debug=False),
-            rpn_proposal=dict(nms_pre=2000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7),
-                              min_bbox_size=0),
-            rcnn=rcnn_train),
-        test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7),
-                               min_bbox_size=0), rcnn=rcnn_test))
-
-
 def model_tasks(args) -> list[tuple[str, Callable[[], None]]]:
     """Whole-detector training steps, baseline and TSD."""
     gen = torch.Generator().manual_seed(1)
@@ -201,7 +164,7 @@ def model_tasks(args) -> list[tuple[str, Callable[[], None]]]:
     tasks = []
     for tsd in (False, True):
         torch.manual_seed(0)
-        model = MODELS.build(ConfigDict(detector_cfg(tsd, args.num_classes)))
+        model = MODELS.build(model_cfg(tsd, args.num_classes))
         model.init_weights()
         tasks.append((f"model {'tsd' if tsd else 'baseline'}", partial(train_step, model)))
     return tasks

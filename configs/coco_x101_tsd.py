@@ -12,7 +12,7 @@ _base_ = [
 model = dict(backbone=_base_.resnext101_64x4d_dcn)
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomResize', scale=[(1600, 400), (1600, 1400)], keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),

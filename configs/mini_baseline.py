@@ -2,16 +2,16 @@
 # to learn from random initialisation on 2 CPU cores in minutes. Settings measured to learn fastest: ResNet-18
 # with 16 base channels, nothing frozen and BN trained; FPN 64 channels; one anchor scale; fc 256; 128 sampled RoIs;
 # 300/100 proposals; native image size with flip; batch 8; SGD 0.04 with a 100-iteration warm-up and then a
-# constant rate; grad clip 10; 200 iterations, a checkpoint every 10 for `make average` (mini_tsd reaches
-# validation mAP@0.5 0.48-0.52, 0.53-0.54 with TTA). For CPU speed: 1000 RPN boxes per level into NMS and
-# RoIAlign with 2x2 samples per bin (as in the original TSD code).
+# constant rate; grad clip 10; 200 iterations, a checkpoint every 10 for `make average` (measured results:
+# docs/demo.md). For CPU speed: 1000 RPN boxes per level into NMS and RoIAlign with 2x2 samples per bin (as in the
+# original TSD code).
 _base_ = [
     './_base_/models/faster_rcnn_r50_fpn.py',
     './_base_/datasets/openimages_challenge.py',
     './_base_/default_runtime.py',
 ]
 
-prepared_dir = 'work/prepared'
+prepared_dir = 'work/mini/prepared'
 img_root = 'data/mini'
 num_classes = 13
 max_iters = 200
@@ -37,18 +37,11 @@ model = dict(
         rpn=dict(max_per_img=100),
         rcnn=dict(score_thr=0.001, max_per_img=100)))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadOpenImagesAnnotations', with_bbox=True),
-    dict(type='Resize', scale_factor=1.0),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale_factor=1.0),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# the base's pipelines at the images' native size
+train_pipeline = [dict(type='Resize', scale_factor=1.0) if step.type == 'Resize' else step
+                  for step in _base_.train_pipeline]
+test_pipeline = [dict(type='Resize', scale_factor=1.0) if step.type == 'Resize' else step
+                 for step in _base_.test_pipeline]
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,

@@ -23,20 +23,20 @@ model = dict(
             num_convs=2,
             in_channels=64,
             conv_out_channels=64,
-            num_classes=13,
+            num_classes=_base_.num_classes,
             loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
     train_cfg=dict(rcnn=dict(mask_size=28)),
     test_cfg=dict(rcnn=dict(mask_thr_binary=0.5)))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale_factor=1.0),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='Resize', scale_factor=1.0),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
@@ -46,8 +46,8 @@ train_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='CocoDataset',
-        ann_file='work/prepared/coco/train.json',
-        data_prefix=dict(img='data/mini/train/'),
+        ann_file=_base_.prepared_dir + '/coco/train.json',
+        data_prefix=dict(img=_base_.img_root + '/train/'),
         metainfo=dict(classes=classes, mids=mids),
         filter_cfg=dict(filter_empty_gt=True),
         pipeline=train_pipeline))
@@ -55,12 +55,12 @@ val_dataloader = dict(
     dataset=dict(
         _delete_=True,
         type='CocoDataset',
-        ann_file='work/prepared/coco/validation.json',
-        data_prefix=dict(img='data/mini/validation/'),
+        ann_file=_base_.prepared_dir + '/coco/validation.json',
+        data_prefix=dict(img=_base_.img_root + '/validation/'),
         metainfo=dict(classes=classes, mids=mids),
         test_mode=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    _delete_=True, type='CocoMetric', ann_file='work/prepared/coco/validation.json', metric=['bbox', 'segm'])
+    _delete_=True, type='CocoMetric', ann_file=_base_.prepared_dir + '/coco/validation.json', metric=['bbox', 'segm'])
 test_evaluator = val_evaluator

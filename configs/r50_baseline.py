@@ -8,6 +8,6 @@ _base_ = [
 ]
 
 model = dict(
-    roi_head=dict(bbox_head=dict(num_classes=500)),
+    roi_head=dict(bbox_head=dict(num_classes=_base_.num_classes)),
     train_cfg=dict(rpn=dict(assigner=dict(ignore_iof_thr=0.5)), rcnn=dict(assigner=dict(ignore_iof_thr=0.5))),
     test_cfg=dict(rcnn=dict(score_thr=0.001, max_per_img=300)))

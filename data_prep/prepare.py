@@ -25,12 +25,13 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from contracts.classes import read_classes
+from contracts.expansion import Relatives
 from contracts.files import DataError, read_bytes
 from contracts.hierarchy import Hierarchy
 
 from . import formats
 from .coco import export_coco
-from .expand import ExpandedLabels, Relatives, expand_image_labels, sorted_unique
+from .expand import ExpandedLabels, expand_image_labels, sorted_unique
 from .formats import SplitFiles
 from .sources import SOURCES_JSON, SOURCES_MK, read_dataset_settings, record_sources, write_sources
 
@@ -68,7 +69,7 @@ def _image_index(checked: formats.Checked, split_ids: pa.Array) -> np.ndarray:
     return lut[checked.image_pos[checked.keep]]
 
 
-def load_split(files: SplitFiles, classes: Sequence[str], hierarchy: Hierarchy, image_dir: Path | None, *,
+def load_split(files: SplitFiles, mids: Sequence[str], hierarchy: Hierarchy, image_dir: Path | None, *,
                strict: bool = False, expand_boxes: bool = False, with_polygons: bool = False,
                progress: bool = True) -> tuple[SplitData, dict]:
     """Read, validate and index one split; returns the data and its summary entry (dropped rows by reason)."""
@@ -79,8 +80,8 @@ def load_split(files: SplitFiles, classes: Sequence[str], hierarchy: Hierarchy, 
         steps.update()
         steps.set_description_str(f"{files.boxes.name}: {name}")
 
-    class_index = {mid: i for i, mid in enumerate(classes)}
-    ancestors = Relatives.build(hierarchy, classes, "ancestors")
+    class_index = {mid: i for i, mid in enumerate(mids)}
+    ancestors = Relatives.from_hierarchy(hierarchy, mids, "ancestors")
     listing = formats.list_images(image_dir) if image_dir is not None else None
     step("reading boxes")
     raw_boxes = formats.read_boxes(files.boxes, progress)
@@ -113,7 +114,7 @@ def load_split(files: SplitFiles, classes: Sequence[str], hierarchy: Hierarchy, 
     if expand_boxes:
         rows, parents = ancestors.expand(boxes["label"])
         copies = {c: v[rows] for c, v in boxes.items()}
-        copies["label"] = parents
+        copies["label"] = parents.astype(boxes["label"].dtype)
         copies["IsExpanded"] = np.ones(len(rows), np.int8)
         boxes = {c: np.concatenate([boxes[c], copies[c]]) for c in boxes}
         box_row = np.concatenate([box_row, box_row[rows]])
@@ -125,8 +126,8 @@ def load_split(files: SplitFiles, classes: Sequence[str], hierarchy: Hierarchy, 
     if labels_ok is not None:
         lk = labels_ok.keep
         img, lab, conf = _image_index(labels_ok, split_ids), labels_ok.labels[lk], raw_labels.small["Confidence"][lk]
-        labels = expand_image_labels(img, lab, conf, len(classes), ancestors,
-                                     Relatives.build(hierarchy, classes, "descendants"))
+        labels = expand_image_labels(img, lab, conf, len(mids), ancestors,
+                                     Relatives.from_hierarchy(hierarchy, mids, "descendants"))
         before = {"before_expansion": int(lk.sum()), "positive": int((conf == 1).sum()),
                   "negative": int((conf == 0).sum())}
     else:
@@ -137,7 +138,7 @@ def load_split(files: SplitFiles, classes: Sequence[str], hierarchy: Hierarchy, 
     if with_polygons and files.polygons is not None:
         polygons = _polygons_by_row(files.polygons, boxes_ok)
     data = SplitData(split_ids, boxes, box_row, labels, polygons)
-    summary.update(split_counts(data, classes))
+    summary.update(split_counts(data, mids))
     summary["image_labels"] = {**before, "after_expansion": len(labels.label), "conflicts": labels.conflicts}
     summary["dropped"] = {"boxes": boxes_ok.dropped, "image_labels": labels_ok.dropped if labels_ok else {}}
     step("done")
@@ -161,11 +162,11 @@ def _polygons_by_row(path: Path, boxes_ok: formats.Checked) -> dict[int, list[st
     return out
 
 
-def split_counts(data: SplitData, classes: Sequence[str]) -> dict:
+def split_counts(data: SplitData, mids: Sequence[str]) -> dict:
     """Image, box and label counts of a prepared split (boxes per class by MID, ancestor copies excluded)."""
     boxes = data.boxes
     original = boxes["IsExpanded"] == 0
-    per_class = np.bincount(boxes["label"][original], minlength=len(classes))
+    per_class = np.bincount(boxes["label"][original], minlength=len(mids))
     return {
         "images": len(data.image_ids),
         "images_with_boxes": int(np.count_nonzero(np.bincount(boxes["image_idx"], minlength=1))),
@@ -173,7 +174,7 @@ def split_counts(data: SplitData, classes: Sequence[str]) -> dict:
         "expanded_boxes": int((~original).sum()),
         "group_of": int((boxes["IsGroupOf"][original] == 1).sum()),
         "image_labels": {"after_expansion": len(data.labels.label)},
-        "boxes_per_class": {mid: int(n) for mid, n in zip(classes, per_class)},
+        "boxes_per_class": {mid: int(n) for mid, n in zip(mids, per_class)},
     }
 
 
@@ -289,7 +290,7 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Seque
     files = formats.discover(data_dir, split_names)
     notes = list(files.notes)
     class_list = read_classes(files.classes)
-    class_rows, classes = list(zip(class_list.mids, class_list.names)), list(class_list.mids)
+    class_rows, mids = list(zip(class_list.mids, class_list.names)), list(class_list.mids)
     hierarchy_json = read_bytes(files.hierarchy)
     try:
         hierarchy = Hierarchy.from_json(json.loads(hierarchy_json))
@@ -297,14 +298,14 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Seque
         raise DataError(f"{files.hierarchy}: not valid JSON ({e})") from None
     except ValueError as e:
         raise DataError(f"{files.hierarchy}: {e}") from None
-    outside = [mid for mid in classes if mid not in hierarchy]
+    outside = [mid for mid in mids if mid not in hierarchy]
     if outside:
         notes.append(f"{len(outside)} classes are not in {files.hierarchy.name} (never expanded): "
                      f"{', '.join(outside[:5])}")
     for split in coco_splits:
         if split not in formats.SPLITS:
             raise ValueError(f"unknown COCO split {split!r}; choose from {', '.join(formats.SPLITS)}")
-    groups = formats.read_expert_groups(expert_groups, classes) if expert_groups is not None else {}
+    groups = formats.read_expert_groups(expert_groups, mids) if expert_groups is not None else {}
 
     splits: dict[str, SplitData] = {}
     split_summaries: dict[str, dict] = {}
@@ -314,13 +315,13 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Seque
             notes.append(f"{split}: no image folder {split}/ under the images root: missing-image check skipped")
             image_dir = None
         splits[split], split_summaries[split] = load_split(
-            split_files, classes, hierarchy, image_dir, strict=strict, expand_boxes=expand_boxes,
+            split_files, mids, hierarchy, image_dir, strict=strict, expand_boxes=expand_boxes,
             with_polygons=split in coco_splits, progress=progress)
 
     summary = {
         "class_file": files.classes.name,
         "hierarchy_file": files.hierarchy.name,
-        "classes": len(classes),
+        "classes": len(mids),
         "options": {"expand_boxes": expand_boxes, "strict": strict, "coco_splits": list(coco_splits),
                     "expert_groups": sorted(groups)},
         "splits": split_summaries,

@@ -1,19 +1,20 @@
 # Open Images Challenge 2019 (500 classes) from the prepared Parquet annotations (`make prepare`).
-# prepared_dir and img_root are replaced everywhere by `python -m pipeline.train --prepared-dir/--img-root`;
-# images are read from {img_root}/{split}/{ImageID}.jpg.
-prepared_dir = 'work/prepared'
-img_root = 'data/openimages'
+# prepared_dir and img_root are replaced everywhere by `python -m pipeline.train --prepared-dir/--img-root` (`make
+# train` passes the current dataset's); the defaults are the README walkthrough's `make prepare DATA=/data/oid2019`.
+# Images are read from {img_root}/{split}/.
+prepared_dir = 'work/oid2019/prepared'
+img_root = '/data/oid2019'
 num_classes = 500
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadOpenImagesAnnotations', with_bbox=True),
     dict(type='Resize', scale=(1024, 800), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='Resize', scale=(1024, 800), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
