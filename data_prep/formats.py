@@ -8,7 +8,6 @@ Line numbers are 1-based with the header on line 1.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
-from contracts.files import DataError, open_text
+from contracts.files import IMAGE_SUFFIXES, DataError, image_files, open_text
 
 SPLITS = ("train", "validation")
 
@@ -163,9 +162,8 @@ def detect_format(path: Path, headers: dict[str, list[str]], what: str) -> str:
 
 
 def list_images(folder: Path) -> pa.Array:
-    """ImageIDs of the ``<ImageID>.jpg`` files in ``folder`` (one directory listing, no per-file stat)."""
-    with os.scandir(folder) as it:
-        return pa.array([e.name[:-4] for e in it if e.name.endswith(".jpg")], pa.string())
+    """ImageIDs of the image files in ``folder`` (the project's rule, ``contracts.files.image_files``)."""
+    return pa.array(list(image_files(folder)), pa.string())
 
 
 def read_expert_groups(path: str | Path, class_mids: Sequence[str]) -> dict[str, list[str]]:
@@ -482,7 +480,7 @@ def _describe_row(table: RawTable, row: int, why: str, image_ids: pa.Array, imag
     elif why == BAD_CONFIDENCE:
         value = f"Confidence of {mid} not 0/1"
     elif why == MISSING_IMAGE:
-        value = f"ImageID {image!r} has no {image}.jpg"
+        value = f"ImageID {image!r} has no image file ({image}{'/'.join(IMAGE_SUFFIXES)}) in the split's folder"
     else:
         same = np.ones(row, bool)
         for k in keys:

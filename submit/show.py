@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from contracts.arrays import positions
 from contracts.classes import ClassList, read_classes
 from contracts.cli import entry_point
-from contracts.files import IMAGE_SUFFIXES, DataError, atomic_output
+from contracts.files import IMAGE_SUFFIXES, DataError, atomic_output, image_files
 from contracts.hierarchy import Hierarchy
 from contracts.metric import (FALSE_POSITIVE, GROUP_OF, IGNORED, TRUE_POSITIVE, GroundTruth, Matching,
                               expand_ground_truth, match_detections, read_gt_boxes, read_gt_labels)
@@ -328,15 +328,6 @@ def _label(draw, font, text, rect, background, below, width, height):
     return strip
 
 
-def find_image(images: Path, image_id: str) -> Path:
-    """The image file of ``image_id`` in ``images`` (any of IMAGE_SUFFIXES)."""
-    for suffix in IMAGE_SUFFIXES:
-        path = images / f"{image_id}{suffix}"
-        if path.is_file():
-            return path
-    raise DataError(f"{images}: no image file for ImageID {image_id} ({', '.join(IMAGE_SUFFIXES)})")
-
-
 @dataclass(frozen=True)
 class Picture:
     """A written picture: its file (relative to the output folder) and its scene."""
@@ -349,11 +340,12 @@ def render(scene_list: Sequence[Scene], images: str | Path, out: str | Path, fmt
            prefix: str = "") -> list[Picture]:
     """Draw each scene on its image (read from ``images``) into ``out/<prefix><ImageID>.<fmt>``, atomically."""
     images, out = Path(images), Path(out)
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}")
+    files = image_files(images)
     pictures = []
     for scene in scene_list:
-        path = find_image(images, scene.image_id)
+        path = files.get(scene.image_id)
+        if path is None:
+            raise DataError(f"{images}: no image file for ImageID {scene.image_id} ({', '.join(IMAGE_SUFFIXES)})")
         try:
             with Image.open(path) as source:
                 image = source.convert("RGB")
@@ -416,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "boxes are drawn too; without --image-ids the images where the model loses most come first.")
     parser.add_argument("--predictions", required=True,
                         help="predictions Parquet file, folder of shards or glob, or a submission CSV")
-    parser.add_argument("--images", required=True, type=Path, help="folder of the images (<ImageID>.jpg)")
+    parser.add_argument("--images", required=True, type=Path, help="folder of the images (<ImageID>.jpg, .png, ...)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--boxes", help="ground-truth box CSV (with --labels, --hierarchy, --classes)")
     parser.add_argument("--labels", help="ground-truth image-label CSV")

@@ -22,6 +22,7 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
 from contracts.classes import ClassList, read_classes
+from contracts.files import image_files
 
 GROUP_OF_MODES = ("ignore", "keep", "drop")
 
@@ -55,7 +56,8 @@ class OpenImagesPreparedDataset(BaseDetDataset):
     Args:
         prepared_dir: the prepared directory (``classes.csv``, ``{split}/images.parquet``, ``boxes.parquet``, ...).
         split: ``'train'`` or ``'validation'``.
-        img_dir: folder holding ``{ImageID}.jpg``.
+        img_dir: folder of the images (``contracts.files.image_files``: ``{ImageID}.jpg``, ``.png``, ``.JPG``,
+            ...); an image not in it (or a folder that does not exist) gets the path ``{img_dir}/{ImageID}.jpg``.
         group_of: what group-of boxes become: ``'ignore'`` (kept with mmdet's ``ignore_flag=1``: neither positive
             nor counted as background where the assigner has ``ignore_iof_thr``), ``'keep'`` (ordinary boxes) or
             ``'drop'`` (removed).
@@ -132,9 +134,19 @@ class OpenImagesPreparedDataset(BaseDetDataset):
         else:
             ignore = np.zeros(len(labels), dtype=np.int8)
 
+        self._suffixes = self._image_suffixes()
         self._box_start, self._box_count = box_start, box_count
         self._labels, self._bboxes, self._ignore = labels, bboxes, ignore
         self._num_positive = np.bincount(image_of_box[ignore == 0], minlength=len(box_count))
+
+    def _image_suffixes(self) -> np.ndarray:
+        """The file suffix of each image in ``img_dir`` (one listing; bytes, '.jpg' where the folder lacks it)."""
+        suffixes = np.full(len(self._image_ids), b".jpg", dtype="S5")
+        if osp.isdir(self.img_dir):
+            suffix = {image_id.encode(): path.name[len(image_id):].encode()
+                      for image_id, path in image_files(self.img_dir).items()}
+            suffixes[:] = [suffix.get(image_id, b".jpg") for image_id in self._image_ids.tolist()]
+        return suffixes
 
     def filter_rows(self) -> np.ndarray:
         """Rows of ``images.parquet`` kept: all of them, or (training with ``filter_empty_gt``) those with a
@@ -173,7 +185,8 @@ class OpenImagesPreparedDataset(BaseDetDataset):
             dict(bbox=bbox.tolist(), bbox_label=int(label), ignore_flag=int(ignore))
             for bbox, label, ignore in zip(self._bboxes[boxes], self._labels[boxes], self._ignore[boxes])
         ]
-        return dict(img_id=img_id, img_path=osp.join(self.img_dir, f"{img_id}.jpg"), image_idx=row,
+        img_path = osp.join(self.img_dir, img_id + self._suffixes[row].decode())
+        return dict(img_id=img_id, img_path=img_path, image_idx=row,
                     instances=instances, sample_idx=idx)
 
     def get_cat_ids(self, idx: int) -> list[int]:

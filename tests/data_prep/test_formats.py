@@ -367,3 +367,45 @@ def test_duplicate_detection_is_exact_even_with_hash_collisions(monkeypatch):
     assert formats._duplicates(keys, candidates).tolist() == expected.tolist()
     monkeypatch.setattr(formats, "_mix", lambda h: h & np.uint64(1))  # almost every row collides
     assert formats._duplicates(keys, candidates).tolist() == expected.tolist()
+
+
+def test_png_and_upper_case_jpg_folders_are_read_alike_by_every_stage(mini_data, mini_prepared, tmp_path):
+    """One rule for an image folder (contracts.files.image_files): prepare, the dataset and submit.validate agree
+    on a folder of .png, .JPG and .jpg files, and find what they found in the all-.jpg folder."""
+    from PIL import Image
+
+    from pipeline.datasets import OpenImagesPreparedDataset
+    from submit import validate
+
+    data = tmp_path / "data"
+    (data / "validation").mkdir(parents=True)
+    for name in ("challenge-2019-classes-description-500.csv", "challenge-2019-label500-hierarchy.json",
+                 "challenge-2019-validation-detection-bbox.csv",
+                 "challenge-2019-validation-detection-human-imagelabels.csv"):
+        shutil.copy(mini_data / name, data / name)
+    ids = sorted(p.stem for p in (mini_data / "validation").glob("*.jpg"))
+    names = {}
+    for i, image_id in enumerate(ids):
+        source = mini_data / "validation" / f"{image_id}.jpg"
+        names[image_id] = f"{image_id}{('.png', '.JPG', '.jpg')[i % 3]}"
+        if i % 3 == 0:
+            Image.open(source).save(data / "validation" / names[image_id])
+        else:
+            shutil.copy(source, data / "validation" / names[image_id])
+
+    run_prepare(data, tmp_path / "prepared", split_names=("validation",), progress=False)
+    for column in ("ImageID", "box_count"):
+        assert pq.read_table(tmp_path / "prepared" / "validation" / "images.parquet")[column].to_pylist() == \
+            pq.read_table(mini_prepared / "validation" / "images.parquet")[column].to_pylist()
+
+    dataset = OpenImagesPreparedDataset(prepared_dir=str(tmp_path / "prepared"), split="validation",
+                                        img_dir=str(data / "validation"), test_mode=True)
+    paths = {dataset.get_data_info(i)["img_id"]: dataset.get_data_info(i)["img_path"] for i in range(len(dataset))}
+    assert paths == {i: str(data / "validation" / names[i]) for i in paths} and len(paths) > 0
+
+    submission = tmp_path / "submission.csv"
+    submission.write_text("ImageId,PredictionString\n" + "".join(f"{i},\n" for i in ids))
+    classes = str(data / "challenge-2019-classes-description-500.csv")
+    assert validate.main([str(submission), "--classes", classes, "--images", str(data / "validation")]) == 0
+    submission.write_text("ImageId,PredictionString\n" + "".join(f"{i},\n" for i in ids[1:]))
+    assert validate.main([str(submission), "--classes", classes, "--images", str(data / "validation")]) == 1
