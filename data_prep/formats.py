@@ -166,11 +166,11 @@ def list_images(folder: Path) -> pa.Array:
     return pa.array(list(image_files(folder)), pa.string())
 
 
-def read_expert_groups(path: str | Path, class_mids: Sequence[str]) -> dict[str, list[str]]:
+def read_expert_groups(path: str | Path, mids: Sequence[str]) -> dict[str, list[str]]:
     """Class groups for expert models: a CSV of ``group,MID`` rows (optional header) or a YAML mapping
     ``{group: [MID, ...]}``. Groups keep first-appearance order; MIDs are returned in class-file order."""
     path = Path(path)
-    known = {mid: i for i, mid in enumerate(class_mids)}
+    known = {mid: i for i, mid in enumerate(mids)}
     groups: dict[str, list[str]] = {}
     where: list[tuple[str, str, str]] = []  # (group, MID, location) for error messages
     if path.suffix in (".yaml", ".yml"):
@@ -183,7 +183,7 @@ def read_expert_groups(path: str | Path, class_mids: Sequence[str]) -> dict[str,
                 raise DataError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(tree, dict) or not all(isinstance(v, list) for v in tree.values()):
             raise DataError(f"{path}: expected a mapping {{group: [MID, ...]}}")
-        where = [(str(g), str(m), f"group {g}") for g, mids in tree.items() for m in mids]
+        where = [(str(g), str(m), f"group {g}") for g, members in tree.items() for m in members]
     else:
         with open_text(path) as f:
             for line, row in enumerate(csv.reader(f), start=1):
@@ -205,7 +205,7 @@ def read_expert_groups(path: str | Path, class_mids: Sequence[str]) -> dict[str,
             members.append(mid)
     if not groups:
         raise DataError(f"{path}: no groups")
-    return {g: sorted(mids, key=known.__getitem__) for g, mids in groups.items()}
+    return {g: sorted(members, key=known.__getitem__) for g, members in groups.items()}
 
 
 # ----------------------------------------------------------------------------------------------- big CSVs

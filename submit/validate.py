@@ -75,7 +75,7 @@ def _per_line(report: ValidationReport, parsed: ParsedSubmission, bad: np.ndarra
             f"box {b - line_first + 1}: {describe(parsed.box_fields(b))}{more}")
 
 
-def validate_submission(path: str | Path, class_mids: Sequence[str], image_ids: Sequence[str] | None = None,
+def validate_submission(path: str | Path, mids: Sequence[str], image_ids: Sequence[str] | None = None,
                         classes_name: str = "the class file") -> ValidationReport:
     """Check a submission file against the class MIDs and (optionally) the expected image ids."""
     report = ValidationReport(str(path))
@@ -92,7 +92,7 @@ def validate_submission(path: str | Path, class_mids: Sequence[str], image_ids: 
         report.problems[int(parsed.line_number[i])].append(line_problem(parsed, i))
     _check_images(report, parsed, image_ids)
 
-    known_mid = np.isin(parsed.mids, np.asarray(list(class_mids), dtype=object))
+    known_mid = np.isin(parsed.mids, np.asarray(list(mids), dtype=object))
     report.mids_used = int(known_mid[np.unique(parsed.mid_code)].sum()) if len(parsed.mid_code) else 0
     _per_line(report, parsed, ~known_mid[parsed.mid_code],
               lambda f: f"MID {f[0][:40]!r} is not in {classes_name}")
@@ -151,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        class_mids = list(read_classes(args.classes).mids)
+        mids = list(read_classes(args.classes).mids)
         image_ids = read_image_ids(args.images) if args.images else None
-        report = validate_submission(args.file, class_mids, image_ids, classes_name=Path(args.classes).name)
+        report = validate_submission(args.file, mids, image_ids, classes_name=Path(args.classes).name)
     except INPUT_ERRORS as e:
         return report_error(e)
     if report.ok:
