@@ -87,6 +87,32 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
         torch.save(checkpoint, f)
 
 
+def latest_checkpoint(work_dir: str | Path) -> Path | None:
+    """The checkpoint a resumed run continues from: the one ``last_checkpoint`` names, else (that file empty or its
+    checkpoint gone) the newest ``iter_N.pth`` / ``epoch_N.pth`` in ``work_dir``; None when there is none.
+
+    Training writes each checkpoint to a temporary name and renames it (``pipeline.train.TrainRunner``), so every
+    file under a checkpoint name is complete; one being written when a run is killed is never picked."""
+    work_dir = Path(work_dir)
+    marker = work_dir / WORK_DIR_MARKER
+    if not marker.is_file():
+        return None
+    named = Path(marker.read_text().strip())
+    if named.name and named.is_file():
+        return named
+    numbered = [(int(m.group(2)), p) for p in work_dir.glob("*_*.pth")
+                if (m := re.fullmatch(r"(iter|epoch)_(\d+)\.pth", p.name))]
+    return max(numbered)[1] if numbered else None
+
+
+def checkpoint_seed(path: str | Path) -> int | None:
+    """The random seed one of our training checkpoints was written with (through a memory map: no tensor is read)."""
+    if not is_own_checkpoint(path):
+        raise UntrustedCheckpointError(f"{path}: not a checkpoint of a training work dir "
+                                       f"(no {WORK_DIR_MARKER} beside it)")
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["meta"].get("seed")
+
+
 def use_checkpoint_loader(trust: bool = False) -> None:
     """Make mmengine load local files (``resume``, ``load_from``, ``Pretrained`` paths) with
     :func:`load_checkpoint` (process-wide: mmengine's loader registry is global)."""

@@ -1,9 +1,10 @@
 """Train a detector from a config: ``python -m pipeline.train CONFIG [--work-dir DIR] [--resume] [--amp] ...``.
 
 CONFIG is a path or the name of a file in ``configs/`` (``r50_tsd``, ``mini_tsd``, ...). The work dir
-(default ``work/models/{name}``) receives the resolved config, checkpoints, ``last_checkpoint`` and the logs.
-One process trains on CPU or one GPU; for several GPUs run
-``torchrun --nproc-per-node N -m pipeline.train CONFIG --launcher pytorch``, on Slurm ``tools/slurm_train.sh``.
+(default ``work/models/{name}``; ``make train`` passes ``WORK/models/MODEL``) receives the resolved config, checkpoints,
+``last_checkpoint`` and the logs, written by rank 0 only. One process trains on CPU or one GPU; N processes run
+under ``torchrun --nproc-per-node N -m pipeline.train CONFIG --launcher pytorch`` (``make train GPUS=N``) or srun
+(``--launcher slurm``, ``tools/slurm_train.sh``), with CUDA or on CPU (``pipeline.distributed``).
 """
 from __future__ import annotations
 
@@ -15,15 +16,38 @@ from pathlib import Path
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.dist import master_only
 from mmengine.runner import Runner
 
 from contracts.cli import INPUT_ERRORS, report_error
+from pipeline.checkpoints import TRUST_HELP, checkpoint_seed, latest_checkpoint, use_checkpoint_loader
+from pipeline.distributed import is_first_process, use_process_group
 from pipeline.num_classes import model_num_classes, set_dataset_num_classes, set_num_classes
-from pipeline.checkpoints import TRUST_HELP, use_checkpoint_loader
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 OUR_DATASETS = ("OpenImagesPreparedDataset",)
+
+
+class TrainRunner(Runner):
+    """mmengine's Runner, writing each checkpoint to a temporary name renamed into place (a run killed mid-write
+    leaves the previous checkpoints and ``last_checkpoint`` as they were), and logging the batch and learning rate
+    in use."""
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        partial = f".{filename}.partial"
+        super().save_checkpoint(out_dir, partial, *args, **kwargs)
+        os.replace(os.path.join(out_dir, partial), os.path.join(out_dir, filename))
+
+    def scale_lr(self, optim_wrapper, auto_scale_lr: dict | None = None) -> None:
+        super().scale_lr(optim_wrapper, auto_scale_lr)
+        per_process = self.cfg.train_dataloader.batch_size
+        scaling = (f"scaled by auto_scale_lr from base batch {auto_scale_lr['base_batch_size']}"
+                   if auto_scale_lr and auto_scale_lr.get("enable") else "auto_scale_lr off")
+        rates = ", ".join(f"{name} {sorted(set(values))}" for name, values in optim_wrapper.get_lr().items())
+        self.logger.info(f"batch {self.world_size * per_process} ({self.world_size} processes x {per_process} "
+                         f"images); {rates} ({scaling})")
 
 
 def available_configs(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -125,21 +149,38 @@ def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_opti
             set_dataset_num_classes(cfg.get(loader) or {}, num_classes)
     cfg.work_dir = str(work_dir or Path("work") / "models" / path.stem)
     cfg.launcher = launcher
-    cfg.resume = resume
-    if resume:
-        cfg.load_from = None  # the runner resumes from the work dir's last_checkpoint
+    cfg.resume = False
     if init_from is not None:
         from pipeline.init_from import add_init_from
 
         add_init_from(cfg, init_from)
     if seed is not None:
         cfg.randomness = dict(cfg.get("randomness") or {}, seed=seed)
+    if resume:
+        set_resume_point(cfg)
     if amp:
         if not torch.cuda.is_available():
-            raise RuntimeError("--amp needs a CUDA GPU (mixed precision is not used on CPU)")
+            raise ValueError("--amp needs a CUDA GPU (mixed precision is not used on CPU)")
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
     return cfg
+
+
+def set_resume_point(cfg: Config) -> None:
+    """Resume from the work dir's last complete checkpoint (weights, optimizer, schedulers, iteration) with the
+    seed it was written with, so the sampler draws the same images an uninterrupted run would. With no
+    checkpoint, one line says so and training starts from the beginning."""
+    checkpoint = latest_checkpoint(cfg.work_dir)
+    if checkpoint is None:
+        if is_first_process():
+            print(f"no checkpoint in {cfg.work_dir} to resume from: training from the beginning", file=sys.stderr,
+                  flush=True)
+        return
+    cfg.resume = True
+    cfg.load_from = str(checkpoint)
+    seed = checkpoint_seed(checkpoint)
+    if seed is not None:
+        cfg.randomness = dict(cfg.get("randomness") or {}, seed=seed)
 
 
 def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict | None = None,
@@ -149,14 +190,21 @@ def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: d
     return run(load_config(config, work_dir, cfg_options, resume, amp, launcher, seed, prepared_dir, img_root))
 
 
-def run(cfg: Config, trust_checkpoint: bool = False) -> Runner:
-    """Train a loaded config (see :func:`load_config`) and return the finished runner. Local checkpoints load
-    through :func:`pipeline.checkpoints.load_checkpoint`: ours in full (resume), others safely unless
-    ``trust_checkpoint``."""
+def build_runner(cfg: Config, trust_checkpoint: bool = False) -> TrainRunner:
+    """The runner for a loaded config (see :func:`load_config`), its process group formed first when the config
+    names a launcher. Local checkpoints load through :func:`pipeline.checkpoints.load_checkpoint`: ours in full
+    (resume), others safely unless ``trust_checkpoint``."""
     check_data(cfg)
     use_checkpoint_loader(trust_checkpoint)
+    if cfg.launcher != "none" and not torch.distributed.is_initialized():
+        use_process_group(cfg, cfg.launcher)
     os.makedirs(cfg.work_dir, exist_ok=True)
-    runner = Runner.from_cfg(cfg)
+    return TrainRunner.from_cfg(cfg)
+
+
+def run(cfg: Config, trust_checkpoint: bool = False) -> Runner:
+    """Train a loaded config and return the finished runner."""
+    runner = build_runner(cfg, trust_checkpoint)
     runner.train()
     return runner
 
@@ -168,16 +216,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "config, checkpoints (iter_*.pth / epoch_*.pth, last_checkpoint) and logs.",
         epilog=f"available configs: {', '.join(available_configs()) or '(none)'}")
     parser.add_argument("config", help="config file or name in configs/ (e.g. r50_tsd, mini_tsd)")
-    parser.add_argument("--work-dir", help="output folder (default work/models/CONFIG_NAME)")
+    parser.add_argument("--work-dir", help="output folder (default work/models/CONFIG_NAME; `make train` passes "
+                                           "WORK/models/MODEL, WORK = work/<dataset name>)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the work dir's last checkpoint (model, optimizer, scheduler, iteration); "
-                             "starts afresh when there is none")
+                        help="continue from the work dir's last complete checkpoint (model, optimizer, scheduler, "
+                             "iteration, the sampler's position and seed); with none, says so and starts afresh")
     parser.add_argument("--amp", action="store_true", help="mixed-precision training (GPU only)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                         help="distributed launcher: none (one process), pytorch (torchrun), slurm (srun)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's randomness.seed)")
-    parser.add_argument("--prepared-dir", help="`make prepare` output to train on (replaces the config's "
-                                               "prepared_dir, default work/prepared)")
+    parser.add_argument("--prepared-dir", help="`make prepare` output to train on, replacing the config's "
+                                               "prepared_dir (`make train` passes WORK/prepared, that is "
+                                               "work/<dataset name>/prepared)")
     parser.add_argument("--img-root", help="folder holding the train/ and validation/ image folders "
                                            "(replaces the config's img_root)")
     parser.add_argument("--adapt-classes", action="store_true",
@@ -193,18 +243,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.launcher == "pytorch" and "LOCAL_RANK" not in os.environ:
         parser.error("--launcher pytorch must be started by torchrun (LOCAL_RANK is not set)")
+    if args.launcher == "slurm" and "SLURM_PROCID" not in os.environ:
+        parser.error("--launcher slurm must be started by srun (SLURM_PROCID is not set)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Input mistakes (missing files, bad values, a config naming unknown types) end in one ``error:`` line and
+    status 2, before training starts; anything failing during training (out of memory, a bug) keeps its
+    traceback."""
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.work_dir, args.cfg_options, args.resume, args.amp, args.launcher,
                           args.seed, args.prepared_dir, args.img_root, args.adapt_classes, args.init_from)
-        check_data(cfg)
-    except (*INPUT_ERRORS, KeyError, RuntimeError) as error:  # mmengine reports config problems as these too
+        runner = build_runner(cfg, args.trust_checkpoint)
+    except (*INPUT_ERRORS, KeyError) as error:  # mmengine's registries report unknown types as KeyError
         return report_error(error)
-    run(cfg, args.trust_checkpoint)
+    runner.train()
     return 0
 
 

@@ -40,11 +40,17 @@ def class_members(labels: np.ndarray, image_rows: np.ndarray, dataset_rows: np.n
 
 def class_aware_indices(starts: np.ndarray, members: np.ndarray, num: int, rng: np.random.Generator
                         ) -> np.ndarray:
-    """``num`` dataset indices: each draws a class uniformly, then one of that class's images uniformly."""
+    """``num`` dataset indices: each draws a class uniformly, then one of that class's images uniformly.
+
+    Draw ``k`` takes the ``k``-th pair of uniform numbers of ``rng``, so the first ``n`` indices are the same for
+    any ``num >= n``: ranks splitting a draw padded to a multiple of their count see what one process sees."""
     if len(starts) < 2:
         raise ValueError("class-aware sampling needs at least one class with an image")
-    cls = rng.integers(0, len(starts) - 1, size=num)
-    return members[rng.integers(starts[cls], starts[cls + 1])]
+    uniform = rng.random((num, 2))
+    num_classes = len(starts) - 1
+    cls = np.minimum((uniform[:, 0] * num_classes).astype(np.int64), num_classes - 1)
+    sizes = starts[cls + 1] - starts[cls]
+    return members[starts[cls] + np.minimum((uniform[:, 1] * sizes).astype(np.int64), sizes - 1)]
 
 
 @DATA_SAMPLERS.register_module()
@@ -57,7 +63,8 @@ class OpenImagesClassAwareSampler(Sampler):
         num_samples: indices per rank and epoch; default ``ceil(len(dataset) / world_size)``.
 
     Epoch ``e`` draws ``num_samples * world_size`` indices from ``seed + e``; rank ``r`` takes every
-    ``world_size``-th one starting at ``r``, so ranks see disjoint draws and a run is reproducible.
+    ``world_size``-th one starting at ``r``, so ranks see disjoint draws, together the draws of one process with
+    the same seed, and a run is reproducible.
     """
 
     def __init__(self, dataset, seed: int | None = None, num_samples: int | None = None):

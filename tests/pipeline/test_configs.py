@@ -20,7 +20,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import pipeline  # noqa: F401  (registers the plugin)
-from pipeline.train import (CONFIG_DIR, available_configs, check_data, load_config, main, parse_args,
+from pipeline.train import (CONFIG_DIR, TrainRunner, available_configs, check_data, load_config, main, parse_args,
                             resolve_config, set_data_paths)
 
 CONFIGS = available_configs()
@@ -284,18 +284,34 @@ def test_cli_arguments():
                        "--cfg-options", "train_cfg.max_iters=5", "model.backbone.depth=34"])
     assert (args.config, args.work_dir, args.resume, args.seed, args.launcher) == ("mini_tsd", "w", True, 3, "none")
     assert args.cfg_options == {"train_cfg.max_iters": 5, "model.backbone.depth": 34}
-    cfg = load_config(args.config, args.work_dir, args.cfg_options, args.resume, seed=args.seed)
-    assert cfg.train_cfg.max_iters == 5 and cfg.resume and cfg.randomness.seed == 3 and cfg.work_dir == "w"
+    cfg = load_config(args.config, args.work_dir, args.cfg_options, seed=args.seed)
+    assert cfg.train_cfg.max_iters == 5 and cfg.randomness.seed == 3 and cfg.work_dir == "w"
     with pytest.raises(SystemExit):
         parse_args(["mini_tsd", "--launcher", "pytorch"])  # only under torchrun
+    with pytest.raises(SystemExit):
+        parse_args(["mini_tsd", "--launcher", "slurm"])  # only under srun
 
 
 def test_amp_needs_a_gpu():
     if torch.cuda.is_available():
         assert load_config("mini_tsd", amp=True).optim_wrapper.type == "AmpOptimWrapper"
     else:
-        with pytest.raises(RuntimeError, match="GPU"):
+        with pytest.raises(ValueError, match="GPU"):
             load_config("mini_tsd", amp=True)
+
+
+def test_input_mistakes_are_one_line_training_failures_keep_their_traceback(mini_prepared, mini_data, tmp_path,
+                                                                            monkeypatch, capsys):
+    data = ["--work-dir", str(tmp_path / "w"), "--prepared-dir", str(mini_prepared), "--img-root", str(mini_data)]
+    assert main(["mini_tsd", *data, "--cfg-options", "model.type=NoSuchDetector"]) == 2
+    assert re.match(r"error: NoSuchDetector is not in the mmdet::model registry", capsys.readouterr().err)
+
+    def out_of_memory(runner):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(TrainRunner, "train", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+        main(["mini_tsd", *data])
 
 
 def test_mini_mask_classes_match_the_prepared_class_file(mini_prepared):
