@@ -1,8 +1,7 @@
-"""Benchmark: ensemble.wbf.weighted_boxes_fusion vs ensemble_boxes 1.0.9 per image, and `python -m ensemble` end to
-end with a projection to the Kaggle test set (99,999 images).
+"""Benchmark: ensemble.wbf.weighted_boxes_fusion vs ensemble_boxes 1.0.9 per image (`python -m ensemble` end to end:
+bench/ensemble.py, which takes its synthetic inputs from here).
 
-    .venv/bin/python bench/wbf.py                 # both parts
-    .venv/bin/python bench/wbf.py --no-cli        # per-image table only
+    .venv/bin/python bench/wbf.py
 
 Synthetic images imitate post-NMS detector output: each model reports about 90% of the same places (jittered,
 60 main classes, 20% of the boxes with another of the 500), so clusters hold about one box per model. Both
@@ -12,11 +11,7 @@ order).
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,56 +106,56 @@ def write_inputs(root: Path, n_images: int, n_models: int, n_boxes: int) -> None
             pq.write_table(table, folder / f"shard-{k:03d}-of-004.parquet")
 
 
-def run_cli(recipe: Path, work: Path, jobs: int) -> tuple[float, float]:
-    """Wall and CPU seconds (user + sys, itself and its reaped children) of one `python -m ensemble` run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ensemble", "--recipe", str(recipe), "--split", "test", "--work", str(work),
-                    "--jobs", str(jobs)], cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+def dirty(data, rng: np.random.Generator, share: float = 0.1):
+    """``data`` with ``share`` of each model's boxes made bad: corners swapped, out of [0, 1] or of zero area."""
+    boxes_list = []
+    for boxes in data[0]:
+        boxes = boxes.copy()
+        bad = np.flatnonzero(rng.random(len(boxes)) < share)
+        kind = rng.integers(0, 3, len(bad))
+        boxes[bad[kind == 0]] = boxes[bad[kind == 0]][:, [2, 3, 0, 1]]
+        boxes[bad[kind == 1], 2] += 0.6
+        boxes[bad[kind == 2], 2] = boxes[bad[kind == 2], 0]
+        boxes_list.append(boxes)
+    return boxes_list, *data[1:]
 
 
-def cli_projection(n_images: int, jobs: int) -> None:
-    print(f"\n`python -m ensemble` end to end on synthetic test images: WBF, expansion with the 500-class hierarchy,"
-          f" score_thr 0.001, no cap, Parquet in and out. Projections to {TEST_IMAGES:,} images: from the wall time"
-          f" with --jobs {jobs} (as measured, on this machine's load) and from the CPU time of a one-process run"
-          f" (--jobs 1) spread over 2 idle cores.")
-    print(f"| case            | images | rows/image | jobs 1 wall s | jobs 1 CPU s | jobs {jobs} wall s | "
-          f"projected, jobs {jobs} wall | projected, CPU / 2 |")
-    print("|-----------------|--------|------------|---------------|--------------|---------------|"
-          "----------------------|--------------------|")
-    for n_models, n_boxes, images in ((5, 300, n_images), (5, 1000, max(1, n_images // 4))):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            write_inputs(work, images, n_models, n_boxes)
-            recipe = work / "bench.yaml"
-            recipe.write_text(yaml.safe_dump({
-                "inputs": [{"path": f"{{work}}/predictions/model{m}/{{split}}/merged", "weight": 1}
-                           for m in range(n_models)],
-                "method": "wbf", "params": {"iou_thr": 0.55, "skip_box_thr": 0.0, "conf_type": "avg"},
-                "hierarchy": str(HIERARCHY), "score_thr": 0.001}))
-            wall_1, cpu_1 = run_cli(recipe, work, 1)
-            wall_n, _ = run_cli(recipe, work, jobs)
-            rows = pq.ParquetFile(work / "ensemble" / "bench" / "test" / "predictions.parquet").metadata.num_rows
-        scale = TEST_IMAGES / images / 60
-        print(f"| {n_models} models x {n_boxes:<4d} | {images:6d} | {rows / images:10.0f} | {wall_1:13.1f} | "
-              f"{cpu_1:12.1f} | {wall_n:13.1f} | {wall_n * scale:16.1f} min | {cpu_1 / 2 * scale:14.1f} min |")
+def warning_cost(n_images: int) -> None:
+    """The box check's cost: clean vs dirty inputs, warnings ignored by the filter, and dirty with every message
+    built (what ignoring them cost before the filter was consulted first)."""
+    import ensemble.wbf as wbf
+
+    rng = np.random.default_rng(3)
+    clean_images = [synthetic_image(rng, 5, 1000, 500) for _ in range(n_images)]
+    dirty_images = [dirty(d, rng) for d in clean_images]
+    always_build = wbf._box_warnings_ignored
+
+    def per_image(images, build: bool) -> float:
+        wbf._box_warnings_ignored = (lambda: False) if build else always_build
+        best = np.inf
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for data in images:
+                    weighted_boxes_fusion(*data)
+                best = min(best, time.perf_counter() - t0)
+        wbf._box_warnings_ignored = always_build
+        return best / len(images) * 1e3
+
+    clean_ms, dirty_ms, built_ms = (per_image(clean_images, False), per_image(dirty_images, False),
+                                    per_image(dirty_images, True))
+    print(f"\nBox check, 5 models x 1000, warnings ignored by the filter, best of 3 over {n_images} images: clean "
+          f"{clean_ms:.3f} ms, 10% bad boxes {dirty_ms:.3f} ms (+{dirty_ms / clean_ms - 1:.0%}); with the messages "
+          f"built and then ignored {built_ms:.3f} ms (+{built_ms / clean_ms - 1:.0%})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=15, help="images per case in the per-image table")
-    parser.add_argument("--cli-images", type=int, default=2000, help="images for the end-to-end runs (5 x 300; "
-                                                                     "a quarter as many for 5 x 1000)")
-    parser.add_argument("--jobs", type=int, default=2, help="workers of the end-to-end run")
-    parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end run")
     args = parser.parse_args()
     per_image_table(args.images)
-    if not args.no_cli:
-        cli_projection(args.cli_images, args.jobs)
+    warning_cost(args.images)
 
 
 if __name__ == "__main__":

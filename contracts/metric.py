@@ -1,37 +1,13 @@
-"""The Open Images Challenge 2019 detection metric, computed as the official evaluator computes it, vectorised.
+"""The Open Images Challenge 2019 detection metric, computed as the official evaluator computes it, vectorised: ground
+truth expanded through the hierarchy, predictions taken as given, greedy IoU / group-of IoA matching, VOC 2010 AP.
 
-Ground truth: each box gets a copy per ancestor class (same coordinates and group-of flag); an image label with
-Confidence 1 expands to its ancestors, any other confidence to its descendants. A class is *verified* in an image
-when it has a box or an image label there; detections of other classes are ignored, and so are images without any
-ground truth. Predictions are taken as given (not expanded).
-
-Per (image, class): invalid detections (xmin >= xmax or ymin >= ymax) and detections scored <= -10 or NaN are
-dropped (the official pre-NMS score filter), the rest sorted by descending score and cut at 10,000. Greedily, a
-detection whose best-IoU non-group-of box has IoU >= 0.5 and is still unmatched is a TP; otherwise, if its best-IoA
-group-of box (intersection / detection area) has IoA >= 0.5 it is absorbed by that box; otherwise it is an FP. Each
-group-of box that absorbed detections adds one TP at the highest absorbed score (only when that score is > 0, as
-the official selector does). num_gt = expanded boxes of the class (a group-of box counts once). AP: PASCAL VOC
-2010 all-point interpolation; mAP: mean over classes with num_gt > 0.
-
-Details kept from the official code: boxes in float64; IoU = inter / (area_det + area_gt - inter), continuous
-coordinates (no +1); "best" box = first maximum in ground-truth row order; any non-zero IsGroupOf is group-of (the
-official code casts the flag to bool). Ground-truth rows whose MID is not a listed class still expand to their listed
-relatives; detections of unlisted MIDs are ignored.
-
-Tie order (the official code sorts with ``np.argsort(scores)[::-1]``, whose order among equal scores depends on
-numpy's sort algorithm): here every sort is stable. Within an (image, class), equal scores keep the input row
-order. In the per-class list that AP is computed from, equal scores keep collection order: images by ImageID; within
-one image the detections in matching order, then the group-of TPs in ground-truth row order.
-
-Per-detection outcomes (``match_detections``, for drawing and diagnosis) come from the same selection and matching
-kernel as the mAP: each prediction row is a TP, an FP, absorbed by a group-of box, or ignored.
-
-Shapes: N = detections, M = expanded ground-truth boxes, C = classes, G = (image, class) groups with detections.
-A *key* is ``image_index * C + class_index`` (images indexed in sorted ImageID order).
+Shapes: N detections, M expanded ground-truth boxes, C classes, G (image, class) groups with detections; a *key* is
+``image_index * C + class_index``. The rules, the details kept from the official code and the tie order:
+docs/metric.md.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from contracts.arrays import grouped_order, positions
+from contracts.expansion import Relatives
 from contracts.files import DataError
 from contracts.hierarchy import Hierarchy
 
@@ -98,23 +75,14 @@ class EvalResult:
     num_detections: int
 
 
-def _expand(mids: pd.Series, relatives: Callable[[str], frozenset], hierarchy: Hierarchy,
-            class_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    """Expand label rows to themselves plus their relatives. Returns (source row (K,), class index (K,)), rows in
-    input order, classes outside ``class_index`` left out."""
+def _expand(mids: pd.Series, direction: str, hierarchy: Hierarchy,
+            class_mids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Expand label rows to themselves plus their ancestors or descendants. Returns (source row (K,), class index
+    (K,)), rows in input order, classes ascending, classes outside ``class_mids`` left out."""
     row_vocab, vocab = pd.factorize(mids.to_numpy(), use_na_sentinel=False)
-    targets = []
-    for mid in vocab:
-        family = {mid} | (set(relatives(mid)) if mid in hierarchy else set())
-        targets.append(np.sort(class_index.get_indexer(sorted(family))))
-    targets = [t[t >= 0] for t in targets]
-    counts = np.array([len(t) for t in targets], dtype=np.int64)
-    flat = np.concatenate(targets + [np.zeros(0, np.int64)]).astype(np.int64)
-    first = np.cumsum(counts) - counts
-    per_row = counts[row_vocab]
-    rows = np.repeat(np.arange(len(row_vocab)), per_row)
-    offset = np.arange(len(rows)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-    return rows, flat[first[row_vocab[rows]] + offset]
+    family = Relatives.from_hierarchy(hierarchy, list(vocab), direction, among=class_mids, include_self=True)
+    rows, cls = family.expand(row_vocab)
+    return rows, cls.astype(np.int64)
 
 
 def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
@@ -129,7 +97,7 @@ def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarc
                                           gt_labels["ImageID"].to_numpy(dtype=object)]).astype(str))
     image_index = pd.Index(image_ids)
 
-    rows, cls = _expand(gt_boxes["LabelName"], hierarchy.ancestors, hierarchy, class_index)
+    rows, cls = _expand(gt_boxes["LabelName"], "ancestors", hierarchy, class_mids)
     box_key = positions(gt_boxes["ImageID"], image_index)[rows] * n_classes + cls
     order = np.argsort(box_key, kind="stable")
     rows, box_key = rows[order], box_key[order]
@@ -138,9 +106,9 @@ def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarc
 
     label_keys = []
     positive = gt_labels["Confidence"].to_numpy() == 1
-    for mask, relatives in ((positive, hierarchy.ancestors), (~positive, hierarchy.descendants)):
+    for mask, direction in ((positive, "ancestors"), (~positive, "descendants")):
         part = gt_labels[mask]
-        lrows, lcls = _expand(part["LabelName"], relatives, hierarchy, class_index)
+        lrows, lcls = _expand(part["LabelName"], direction, hierarchy, class_mids)
         label_keys.append(positions(part["ImageID"], image_index)[lrows] * n_classes + lcls)
     verified = np.unique(np.concatenate([box_key, *label_keys]))
     num_gt = np.bincount(box_key % n_classes, minlength=n_classes).astype(np.int64)

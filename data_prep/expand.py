@@ -1,8 +1,7 @@
-"""Hierarchical expansion of labels and boxes, vectorised over class-index arrays.
+"""Expansion of the prepared image labels through the hierarchy, and its rule for conflicting labels.
 
-Official rules: a box gets one copy per ancestor class; a positive image label (Confidence 1) expands to its
-ancestors and a negative one (Confidence 0) to its descendants. Ancestors and descendants are sets, so a
-multi-parent class never yields two copies for one shared ancestor.
+Official rules: a positive image label (Confidence 1) expands to its ancestors and a negative one (Confidence 0)
+to its descendants (``contracts.expansion.Relatives``, the one implementation of the hierarchy's relatives).
 
 Collisions: when, after expansion and de-duplication, one image holds both a positive and a negative label of the
 same class (e.g. a verified-present Tomato makes Fruit positive while a verified-absent Fruit label makes Tomato
@@ -12,37 +11,11 @@ the class, and the official metric treats both confidences alike (the class coun
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from contracts.hierarchy import Hierarchy
-
-
-@dataclass(frozen=True)
-class Relatives:
-    """Per class index, the class indices of its ancestors (or descendants), as CSR arrays."""
-    offsets: np.ndarray  # int64, length n_classes + 1
-    targets: np.ndarray  # int16
-
-    @classmethod
-    def build(cls, hierarchy: Hierarchy, classes: Sequence[str], direction: str) -> Relatives:
-        pairs = hierarchy.expansion_pairs(classes, direction)
-        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        counts = np.bincount(pairs[:, 0], minlength=len(classes))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return cls(offsets, pairs[:, 1].astype(np.int16))
-
-    def expand(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For rows with class ``labels``: (source row, relative class) for every relative of every row, grouped by
-        row in row order, relatives in class order."""
-        starts = self.offsets[labels]
-        counts = self.offsets[labels + 1] - starts
-        rows = np.repeat(np.arange(len(labels), dtype=np.int64), counts)
-        first = np.repeat(np.cumsum(counts) - counts, counts)
-        positions = starts[rows] + (np.arange(len(rows), dtype=np.int64) - first)
-        return rows, self.targets[positions]
+from contracts.expansion import Relatives
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ The fusion functions share ensemble-boxes' calling convention and are re-exporte
 ``from ensemble import weighted_boxes_fusion, nms, soft_nms, nms_method, adj_nms``; ``FUSION_METHODS`` maps each
 method name a recipe (or ``pipeline.infer --merge``) may give to its function.
 """
-from .nms import adj_nms, nms, nms_method, soft_nms
+from .suppression import adj_nms, nms, nms_method, soft_nms
 from .recipe import METHODS as FUSION_METHODS
 from .wbf import weighted_boxes_fusion
 

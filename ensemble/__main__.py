@@ -1,4 +1,4 @@
-"""python -m ensemble: fuse several models' predictions with a recipe (see ensemble/recipe.py)."""
+"""python -m ensemble: fuse several models' predictions with a recipe (see docs/fusion.md)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fuse the predictions of several models image by image (WBF, NMS, Soft-NMS or adj-NMS), copy "
                     "each fused box to every ancestor class of the hierarchy, drop low scores, cap the boxes per "
                     "image, and write WORK/ensemble/RECIPE/SPLIT/predictions.parquet.",
-        epilog="Recipe format: see configs/ensemble/challenge.yaml and the docstring of ensemble/recipe.py (an input "
+        epilog="Recipe format: see configs/ensemble/challenge.yaml and docs/fusion.md (an input "
                "with 'classes: FILE' is an expert: each class is fused over the inputs covering it). To search "
                "a recipe on validation: python -m ensemble.search --help.")
     parser.add_argument("--recipe", required=True, help="recipe YAML, e.g. configs/ensemble/mini.yaml; its file "
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(default: WORK/prepared)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("--chunk-images", type=int, default=1000,
-                        help="images held in memory at a time (default: 1000); bounds memory on large splits")
+                        help="images per worker task, each worker holding one chunk in memory (default: "
+                             "1000); bounds memory on large splits")
     return parser
 
 

@@ -1,36 +1,7 @@
-"""Ensemble recipes: YAML files naming the prediction inputs, their weights, the fusion and the post-processing.
+"""Ensemble recipes: YAML files naming the prediction inputs, their weights (0 switches one off) and covered classes,
+the fusion method and its params, the hierarchy for ancestor copies, ``score_thr`` and ``max_per_image``.
 
-A recipe (``configs/ensemble/NAME.yaml``; NAME names the output folder)::
-
-    inputs:                     # one entry per model: {path, weight, classes} or a bare path (weight 1)
-      - path: "{work}/predictions/mini_tsd/{split}/merged"
-        weight: 2
-      - "{work}/predictions/mini_baseline/{split}/merged"
-      - path: "{work}/predictions/r50_tsd-rare/{split}/merged"
-        classes: "{prepared}/experts/rare/classes.csv"   # an expert: it predicts these classes only
-    method: wbf                 # wbf | nms | soft_nms | adj_nms (ensemble.wbf / ensemble.nms)
-    params:                     # keyword arguments of that function (weights come from `inputs`)
-      iou_thr: 0.55
-      skip_box_thr: 0.0
-      conf_type: avg
-    hierarchy: "{prepared}/hierarchy.json"   # the prepared dataset's hierarchy; absent: no ancestor copies
-    score_thr: 0.001            # drop fused boxes scoring below it (default 0)
-    max_per_image: 300          # keep the best rows of each image, ancestor copies included (default: all)
-
-Weights act as in ensemble-boxes: WBF weighs each model's boxes; the NMS family replaces each model's scores by
-``score * weight / sum(weights)`` (so with equal weights, scores are divided by the number of inputs: mind
-``score_thr``).
-
-Coverage: an input with ``classes`` (a class file, ``MID,DisplayName`` rows without header) covers those classes
-only; an input without covers every class. Each class is fused over the inputs covering it, and only those, with
-their weights: its fused boxes are what the fusion function returns given the covering inputs alone. A covering
-input counts in every image, with or without boxes there (as ensemble-boxes counts a model that found nothing); an
-input's boxes of classes it does not cover are left out.
-
-A path is a Parquet file, a folder of Parquet files (shards) or a glob; ``{work}``, ``{split}`` and ``{prepared}``
-are replaced by the ``--work``, ``--split`` and ``--prepared`` values (``--prepared`` defaults to
-``{work}/prepared``), in ``classes`` and ``hierarchy`` too. Relative paths are relative to the current
-directory (the repository root under ``make``).
+The format, weights, coverage and path placeholders: docs/fusion.md ("Recipes").
 """
 from __future__ import annotations
 
@@ -41,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .nms import adj_nms, nms, soft_nms
+from .suppression import adj_nms, nms, soft_nms
 from .wbf import weighted_boxes_fusion
 
 METHODS = {"wbf": weighted_boxes_fusion, "nms": nms, "soft_nms": soft_nms, "adj_nms": adj_nms}
@@ -82,8 +53,8 @@ def _input(entry, where: str) -> Input:
         raise ValueError(f"{where} must be a path or a mapping with keys {list(INPUT_KEYS)} ('path' required), "
                          f"got {entry!r}")
     weight = entry.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-        raise ValueError(f"{where}.weight must be a positive number, got {weight!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
+        raise ValueError(f"{where}.weight must be a finite number >= 0, got {weight!r}")
     classes = entry.get("classes")
     if classes is not None and not isinstance(classes, str):
         raise ValueError(f"{where}.classes must be the path of a class file, got {classes!r}")
@@ -103,6 +74,8 @@ def parse_recipe(raw, name: str, source: str) -> Recipe:
         raise ValueError(f"{source}: 'inputs' must be a non-empty list of paths or {{path, weight, classes}} "
                          f"mappings")
     inputs = tuple(_input(entry, f"{source}: inputs[{i}]") for i, entry in enumerate(entries))
+    if not any(i.weight > 0 for i in inputs):
+        raise ValueError(f"{source}: every input has weight 0; at least one must weigh more")
 
     method = raw.get("method")
     if method not in METHODS:

@@ -1,25 +1,6 @@
 """`make ensemble`: fuse several models' predictions image by image, copy each fused box to the ancestor classes,
-threshold, cap, and write ``WORK/ensemble/{recipe}/{split}/predictions.parquet``.
-
-Memory stays bounded whatever the number of images: a first pass reads only the ImageID and LabelName columns
-(to number images and classes), a second pass streams every input in record batches and spills each row, as a
-fixed-size binary record, into the file of its chunk of images (images numbered in ImageID order). Chunks are then
-read one at a time, sorted by image with numpy, and fused in blocks of images by joblib workers; the results are
-written in image order, so the output does not depend on the number of workers.
-
-Each group of classes with the same covering inputs (``Fusion``, see ensemble/recipe.py on coverage) is fused on
-its own: WBF by ``ensemble.wbf.fuse_images``, one call per block, which fuses image by image; the NMS family one
-call per run of a few images (``_FUSE_IMAGES``), each (image, class) pair with a label of its own (every fusion
-method treats labels independently, so the fused boxes are those of image-by-image fusion). Rows then come out per
-image by score, descending; equal scores are ordered by class number, then box, so the order depends on nothing but
-the image's own fused boxes (not on the runs, blocks or workers).
-
-Ancestor copies (``contracts.expansion``): a fused box of class C is also written once for every ancestor of C (a
-set, so a class reached through several parents, like Animal from Oyster, gets one copy). A copy is written even
-when fusion already produced a box of the ancestor class at the same place: the copy carries the evidence for C,
-the other box the detector's own evidence for the ancestor, and merging them would need one more suppression
-threshold. The metric's greedy matching makes the lower-scored of two duplicates a false positive ranked below the
-true positive, which costs less than losing the recall of either.
+threshold, cap, and write ``WORK/ensemble/{recipe}/{split}/predictions.parquet``; inputs are streamed in chunks of
+images, so memory stays bounded. Design (chunks, blocks, output order, ancestor copies): docs/fusion.md.
 """
 from __future__ import annotations
 
@@ -40,7 +21,7 @@ from tqdm import tqdm
 
 from contracts.arrays import counting_order
 from contracts.classes import read_classes
-from contracts.expansion import AncestorExpansion
+from contracts.expansion import Relatives
 from contracts.hierarchy import Hierarchy
 from contracts.predictions import BOX_COLUMNS, COLUMNS, SCHEMA, check_columns, input_files
 
@@ -60,21 +41,21 @@ class Fusion:
 
     mids (C,): the class list (class numbers index it); weights (M,): per input; groups: the covering inputs of
     each class group (input positions, ascending); group_of_class (C,) int: each class's group, -1 where no input
-    covers it, or None when every input covers every class (one group); expansion: the ancestor copies."""
+    of weight > 0 covers it, or None when every input covers every class (one group); expansion: the ancestor copies."""
 
     method: str
     params: dict
     weights: tuple[float, ...]
     groups: tuple[tuple[int, ...], ...]
     group_of_class: np.ndarray | None
-    expansion: AncestorExpansion
+    expansion: Relatives
     mids: tuple[str, ...]
     score_thr: float = 0.0
     max_per_image: int | None = None
 
 
 def make_fusion(recipe: Recipe, mids: Sequence[str], covered: Sequence[np.ndarray | None],
-                expansion: AncestorExpansion) -> Fusion:
+                expansion: Relatives) -> Fusion:
     """Bind ``recipe`` to the class list ``mids``; ``covered[i]`` is input i's coverage mask over ``mids`` (C,)
     bool, or None for every class."""
     n_inputs, n_classes = len(recipe.inputs), len(mids)
@@ -87,7 +68,7 @@ def make_fusion(recipe: Recipe, mids: Sequence[str], covered: Sequence[np.ndarra
         group_of_class = np.full(n_classes, -1, np.int64)
         for c in range(n_classes):
             members = tuple(int(i) for i in np.flatnonzero(cover[:, c]))
-            if members:
+            if any(weights[i] > 0 for i in members):  # covered by weight-0 inputs only: switched off
                 group_of_class[c] = index.setdefault(members, len(index))
         groups = tuple(index)
     return Fusion(recipe.method, dict(recipe.params), weights, groups, group_of_class, expansion, tuple(mids),
@@ -103,17 +84,17 @@ def coverage(class_file: str | Path | None, mids: Sequence[str]) -> np.ndarray |
 
 
 def class_list(mids: dict[str, Path], hierarchy: Hierarchy | None,
-               hierarchy_source: str | None = None) -> tuple[list[str], AncestorExpansion]:
+               hierarchy_source: str | None = None) -> tuple[list[str], Relatives]:
     """The class list (sorted MIDs: those predicted, and the hierarchy's) and its ancestor copies; ``mids`` maps each
     predicted MID to a file it appears in (for the error on a MID outside the hierarchy)."""
     if hierarchy is None:
         classes = sorted(mids)
-        return classes, AncestorExpansion.none(len(classes))
+        return classes, Relatives.none(len(classes))
     unknown = sorted(set(mids) - hierarchy.mids)
     if unknown:
         raise ValueError(f"{mids[unknown[0]]}: classes not in the hierarchy {hierarchy_source}: {unknown[:5]}")
     classes = sorted(set(mids) | hierarchy.mids)
-    return classes, AncestorExpansion.from_hierarchy(hierarchy, classes)
+    return classes, Relatives.from_hierarchy(hierarchy, classes)
 
 
 @njit(cache=True)
@@ -135,7 +116,7 @@ def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_t
     """The output rows of fused boxes (K, 4) float64, scores (K,) float64, images (K,) (in ``0 .. n_images - 1``)
     and classes (K,), given ``by_score`` (K,), an order by descending score (any among equal scores): per image in
     ``_before`` order, those whose float32 score is >= ``score_thr``, each followed by its ancestor copies
-    (``AncestorExpansion``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap), of those
+    (``Relatives``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap), of those
     only the (image, class) pairs ``wanted`` marks ((I, C) bool; (0, 0): all). Returns each row's image, class,
     score (float32) and box (float32)."""
     n = score.size
@@ -276,25 +257,51 @@ def _column(batch: pa.RecordBatch, name: str, path: Path) -> pa.Array:
     return column
 
 
+_NAMES = ["ImageID", "LabelName"]  # read as dictionaries: each distinct string is looked at once per batch
+
+
+def _batches(path: Path, columns: list[str]):
+    return pq.ParquetFile(path, read_dictionary=_NAMES).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+
+
+def _dictionary(column: pa.Array) -> pa.DictionaryArray:
+    """``column`` dictionary-encoded (as read; a column of another type than strings is encoded here)."""
+    return column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
+
+
+def _distinct(column: pa.Array) -> list:
+    """The values a column holds (its dictionary, less the entries no row uses)."""
+    column = _dictionary(column)
+    used = np.zeros(len(column.dictionary), bool)
+    used[column.indices.to_numpy(zero_copy_only=False)] = True
+    return column.dictionary.filter(pa.array(used)).to_pylist()
+
+
 def scan_inputs(files_per_model: list[list[Path]]) -> tuple[list[str], dict[str, Path]]:
     """Sorted ImageIDs over all inputs, and each MID with a file it appears in; checks the columns."""
     images, mids = set(), {}
     for files in files_per_model:
         for path in files:
-            parquet = pq.ParquetFile(path)
-            check_columns(path, parquet.schema_arrow.names)
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=["ImageID", "LabelName"]):
-                images.update(pc.unique(_column(batch, "ImageID", path)).to_pylist())
-                for mid in pc.unique(_column(batch, "LabelName", path)).to_pylist():
+            check_columns(path, pq.ParquetFile(path).schema_arrow.names)
+            for batch in _batches(path, _NAMES):
+                images.update(_distinct(_column(batch, "ImageID", path)))
+                for mid in _distinct(_column(batch, "LabelName", path)):
                     mids.setdefault(mid, path)
     return sorted(images), mids
+
+
+def _positions(column: pa.Array, values: pa.Array) -> np.ndarray:
+    """Each row's position in ``values`` (which holds every value of the column)."""
+    column = _dictionary(column)
+    lookup = pc.index_in(column.dictionary.cast(pa.string()), value_set=values).to_numpy(zero_copy_only=False)
+    return lookup[column.indices.to_numpy(zero_copy_only=False)]
 
 
 def _records(batch: pa.RecordBatch, path: Path, images: pa.Array, classes: pa.Array) -> np.ndarray:
     """One record batch of predictions as RECORD rows."""
     out = np.empty(batch.num_rows, RECORD)
-    out["image"] = pc.index_in(_column(batch, "ImageID", path).cast(pa.string()), value_set=images).to_numpy()
-    out["label"] = pc.index_in(_column(batch, "LabelName", path).cast(pa.string()), value_set=classes).to_numpy()
+    out["image"] = _positions(_column(batch, "ImageID", path), images)
+    out["label"] = _positions(_column(batch, "LabelName", path), classes)
     out["score"] = _column(batch, "Score", path).cast(pa.float32()).to_numpy()
     for k, name in enumerate(BOX_COLUMNS):
         out["box"][:, k] = _column(batch, name, path).cast(pa.float32()).to_numpy()
@@ -305,52 +312,78 @@ def _records(batch: pa.RecordBatch, path: Path, images: pa.Array, classes: pa.Ar
     return out
 
 
-def partition(files_per_model: list[list[Path]], images: list[str], classes: list[str], chunk_images: int,
-              spill_dir: Path, covered: Sequence[np.ndarray | None] | None = None) -> list[int]:
-    """Stream every input into ``spill_dir/{chunk:06d}-{model:03d}.bin`` (RECORD rows, input order kept), leaving
-    out the rows of classes outside ``covered[m]`` (a mask over ``classes``; None: keep all). Returns the number of
-    rows left out per model."""
-    image_values, class_values = pa.array(images, pa.string()), pa.array(classes, pa.string())
-    total = sum(pq.ParquetFile(p).metadata.num_rows for files in files_per_model for p in files)
-    dropped = [0] * len(files_per_model)
-    with tqdm(total=total, desc="ensemble: reading predictions", unit="box", unit_scale=True) as bar:
-        for m, files in enumerate(files_per_model):
-            mask = None if covered is None else covered[m]
-            for path in files:
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=COLUMNS):
-                    records = _records(batch, path, image_values, class_values)
-                    if mask is not None:
-                        keep = mask[records["label"]]
-                        dropped[m] += int(len(keep) - keep.sum())
-                        records = records[keep]
-                    chunk = records["image"] // chunk_images
-                    order = np.argsort(chunk, kind="stable")
-                    records, chunk = records[order], chunk[order]
-                    starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
-                    for start, stop in zip(starts, np.r_[starts[1:], len(chunk)]):
-                        with open(spill_dir / f"{chunk[start]:06d}-{m:03d}.bin", "ab") as f:
-                            records[start:stop].tofile(f)
-                    bar.update(batch.num_rows)
+def _spill(path: Path, m: int, k: int, mask: np.ndarray | None, images: pa.Array, classes: pa.Array,
+           chunk_images: int, spill_dir: Path) -> int:
+    """Input file ``path`` (file k of model m) into ``spill_dir/{chunk:06d}-{m:03d}-{k:05d}.bin``; returns the
+    number of rows left out (classes outside ``mask``)."""
+    dropped = 0
+    for batch in _batches(path, COLUMNS):
+        records = _records(batch, path, images, classes)
+        if mask is not None:
+            keep = mask[records["label"]]
+            dropped += int(len(keep) - keep.sum())
+            records = records[keep]
+        records = records[np.argsort(records["image"], kind="stable")]  # by image: sorting a chunk is then a merge
+        chunk = records["image"] // chunk_images
+        starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+        for start, stop in zip(starts, np.r_[starts[1:], len(chunk)]):
+            with open(spill_dir / f"{chunk[start]:06d}-{m:03d}-{k:05d}.bin", "ab") as f:
+                records[start:stop].tofile(f)
     return dropped
 
 
-def _blocks(fusion: Fusion, spill_dir: Path, images: list[str], chunk_images: int, block_images: int):
-    """Fusion tasks in image order: chunk by chunk, each chunk sorted by image, cut in blocks of images."""
-    n_images = len(images)
-    for first_image in range(0, n_images, chunk_images):
-        chunk = first_image // chunk_images
-        per_model = []
-        for m in range(len(fusion.weights)):
-            path = spill_dir / f"{chunk:06d}-{m:03d}.bin"
-            records = np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
-            per_model.append(records[np.argsort(records["image"], kind="stable")])
-        stop_image = min(first_image + chunk_images, n_images)
-        for first in range(first_image, stop_image, block_images):
-            stop = min(first + block_images, stop_image)
-            at = [np.searchsorted(r["image"], np.arange(first, stop + 1)) for r in per_model]
-            rows = np.concatenate([r[a[0]:a[-1]] for r, a in zip(per_model, at)])
-            bounds = np.stack([a - a[0] for a in at]) + np.cumsum([0] + [a[-1] - a[0] for a in at[:-1]])[:, None]
-            yield delayed(fuse_block)(fusion, rows, bounds, first, images[first:stop])
+def partition(files_per_model: list[list[Path]], images: list[str], classes: list[str], chunk_images: int,
+              spill_dir: Path, covered: Sequence[np.ndarray | None] | None = None, jobs: int = 1) -> list[int]:
+    """Stream every input into ``spill_dir`` by chunks of ``chunk_images`` images (``spilled`` reads them back),
+    leaving out the rows of classes outside ``covered[m]`` (a mask over ``classes``; None: keep all); ``jobs``
+    workers read the files. Returns the number of rows left out per model."""
+    image_values, class_values = pa.array(images, pa.string()), pa.array(classes, pa.string())
+    tasks = [(m, k, path) for m, files in enumerate(files_per_model) for k, path in enumerate(files)]
+    dropped = [0] * len(files_per_model)
+    with tqdm(total=sum(pq.ParquetFile(p).metadata.num_rows for _, _, p in tasks), unit="box", unit_scale=True,
+              desc="ensemble: reading predictions") as bar, Parallel(n_jobs=jobs, return_as="generator") as parallel:
+        done = parallel(delayed(_spill)(path, m, k, None if covered is None else covered[m], image_values,
+                                        class_values, chunk_images, spill_dir) for m, k, path in tasks)
+        for (m, _, path), n in zip(tasks, done):
+            dropped[m] += n
+            bar.update(pq.ParquetFile(path).metadata.num_rows)
+    return dropped
+
+
+def spilled(spill_dir: Path, chunk: int, m: int) -> np.ndarray:
+    """Model m's RECORD rows of one chunk, as ``partition`` wrote them: in input order, its files one after the
+    other."""
+    parts = [np.fromfile(p, RECORD) for p in sorted(spill_dir.glob(f"{chunk:06d}-{m:03d}-*.bin"))]
+    return np.concatenate(parts) if parts else np.empty(0, RECORD)
+
+
+def chunk_blocks(spill_dir: Path, n_models: int, chunk: int, first_image: int, stop_image: int, block_images: int):
+    """The blocks of one chunk (images ``first_image .. stop_image - 1``), sorted by image: ``fuse_block``'s
+    ``rows``, ``bounds`` and ``first`` for each block of ``block_images`` images, in image order."""
+    per_model = []
+    for m in range(n_models):
+        records = spilled(spill_dir, chunk, m)
+        if (np.diff(records["image"]) < 0).any():  # inputs written image by image are in order already
+            records = records[np.argsort(records["image"], kind="stable")]
+        per_model.append(records)
+    for first in range(first_image, stop_image, block_images):
+        stop = min(first + block_images, stop_image)
+        at = [np.searchsorted(r["image"], np.arange(first, stop + 1)) for r in per_model]
+        rows = np.concatenate([r[a[0]:a[-1]] for r, a in zip(per_model, at)])
+        bounds = np.stack([a - a[0] for a in at]) + np.cumsum([0] + [a[-1] - a[0] for a in at[:-1]])[:, None]
+        yield rows, bounds, first
+
+
+def _fuse_chunk(fusion: Fusion, spill_dir: Path, chunk: int, first_image: int, image_ids: Sequence[str],
+                block_images: int) -> tuple[np.ndarray, int]:
+    """``fuse_block``'s output rows for every block of one chunk, read from ``spill_dir`` (a worker's task), and
+    the chunk's number of images."""
+    out = []
+    for rows, bounds, first in chunk_blocks(spill_dir, len(fusion.weights), chunk, first_image,
+                                            first_image + len(image_ids), block_images):
+        at = first - first_image
+        out.append(fuse_block(fusion, rows, bounds, first, image_ids[at:at + block_images])[0])
+    return (np.concatenate(out) if out else np.empty(0, RECORD)), len(image_ids)
 
 
 def _table(records: np.ndarray, images: pa.Array, classes: pa.Array) -> pa.Table:
@@ -382,12 +415,14 @@ def run_ensemble(recipe: Recipe, split: str, work: str | Path = "work", jobs: in
     tmp = Path(tmp_name)
     try:
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".spill-") as spill_dir:
-            dropped = partition(files_per_model, images, classes, chunk_images, Path(spill_dir), covered)
+            dropped = partition(files_per_model, images, classes, chunk_images, Path(spill_dir), covered, jobs)
             for entry, n in zip(recipe.inputs, dropped):
                 if n:
                     tqdm.write(f"ensemble: {resolve(entry.path)}: {n:,} boxes of classes outside "
                                f"{resolve(entry.classes)} left out", file=sys.stderr)
-            tasks = _blocks(fusion, Path(spill_dir), images, chunk_images, block_images)
+            tasks = (delayed(_fuse_chunk)(fusion, Path(spill_dir), first // chunk_images, first,
+                                          images[first:first + chunk_images], block_images)
+                     for first in range(0, len(images), chunk_images))
             pending, n_pending = [], 0
             with pq.ParquetWriter(tmp, SCHEMA) as writer, \
                     tqdm(total=len(images), desc=f"ensemble: {recipe.name} {split}", unit="img") as bar, \

@@ -1,7 +1,7 @@
 """python -m ensemble.search: a greedy search, on validation, for the ensemble recipe with the best mAP.
 
 Candidates are the validation predictions of several models, each with the class file it covers if it is an expert
-(see ensemble/recipe.py). The search starts from the best single candidate, then at each step adds the candidate,
+(see docs/fusion.md). The search starts from the best single candidate, then at each step adds the candidate,
 weight (``--weights``) and fusion settings (``--methods`` x ``--iou-thrs``) that raise the mAP most, and stops when
 the best step gains less than ``--min-gain``. Trials are run in a fixed order (candidates as given, then weights,
 then settings) and a later trial replaces the best only when strictly better, so the same inputs give the same
@@ -45,7 +45,7 @@ from contracts.metric import (Entries, GroundTruth, evaluate_entries, expand_gro
 from contracts.predictions import input_files
 
 from .recipe import METHODS, Recipe, expand_placeholders, insert_placeholders, parse_recipe
-from .runner import RECORD, Fusion, class_list, coverage, fuse_block, make_fusion, partition, scan_inputs
+from .runner import RECORD, Fusion, class_list, coverage, fuse_block, make_fusion, partition, scan_inputs, spilled
 
 
 @dataclass(frozen=True)
@@ -98,13 +98,13 @@ class Evaluator:
         self.candidates, self.gt, self.block_images = list(candidates), gt, block_images
         self._spill = tempfile.TemporaryDirectory(dir=spill_root, prefix=".search-")
         try:
-            self._read(hierarchy, hierarchy_source)
+            self._read(hierarchy, hierarchy_source, jobs)
         except BaseException:
             self._spill.cleanup()
             raise
         self._parallel = Parallel(n_jobs=jobs)
 
-    def _read(self, hierarchy: Hierarchy, hierarchy_source: str) -> None:
+    def _read(self, hierarchy: Hierarchy, hierarchy_source: str, jobs: int) -> None:
         files = [input_files(c.path) for c in self.candidates]
         self.images, mids = scan_inputs(files)
         if not self.images:
@@ -112,7 +112,7 @@ class Evaluator:
         self.mids, self.expansion = class_list(mids, hierarchy, hierarchy_source)
         self.covered = [coverage(c.classes, self.mids) for c in self.candidates]
         spill = Path(self._spill.name)
-        dropped = partition(files, self.images, self.mids, len(self.images), spill, self.covered)
+        dropped = partition(files, self.images, self.mids, len(self.images), spill, self.covered, jobs)
         for c, n in zip(self.candidates, dropped):
             if n:
                 tqdm.write(f"search: {c.path}: {n:,} boxes of classes outside {c.classes} left out", file=sys.stderr)
@@ -121,9 +121,9 @@ class Evaluator:
         self.bounds, start = np.zeros((len(self.candidates), len(self.images) + 1), np.int64), 0
         with open(spill / "records.bin", "wb") as out:
             for m in range(len(self.candidates)):
-                path = spill / f"000000-{m:03d}.bin"
-                records = np.fromfile(path, RECORD) if path.exists() else np.empty(0, RECORD)
-                path.unlink(missing_ok=True)
+                records = spilled(spill, 0, m)
+                for path in spill.glob(f"000000-{m:03d}-*.bin"):
+                    path.unlink()
                 records = records[np.argsort(records["image"], kind="stable")]
                 self.bounds[m] = start + np.searchsorted(records["image"], np.arange(len(self.images) + 1))
                 records.tofile(out)
@@ -342,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.max_per_image < 0:
         parser.error("--jobs must be at least 1 and --max-per-image at least 0")
-    if min(args.weights) <= 0:
-        parser.error(f"--weights must be positive, got {args.weights}")
+    if min(args.weights) < 0:
+        parser.error(f"--weights must be >= 0 (0 switches an input off), got {args.weights}")
 
     def resolve(pattern: str) -> str:
         return expand_placeholders(pattern, args.work, args.split, args.prepared)

@@ -1,44 +1,7 @@
-"""Weighted boxes fusion (Solovyev et al., 2021), a fast drop-in for ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9.
+"""Weighted boxes fusion (Solovyev et al., 2021), a fast drop-in for ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9,
+bit for bit (same boxes, scores, order and warnings), and ``fuse_images``: WBF of many images in one numba kernel.
 
-Shapes: M models, N boxes over all models after the score filter, G label groups, C clusters (= fused boxes).
-Boxes are normalised ``x1, y1, x2, y2``; a box's *key* is ``score * weight`` of its model.
-
-The algorithm (that of ensemble-boxes 1.0.9):
-1. drop boxes with raw score < ``skip_box_thr``; swap reversed corners; clip to [0, 1]; drop zero-area boxes;
-2. group by label (groups in order of first appearance), sort each group by key, descending;
-3. walk each group: a box joins the cluster whose current fused box has the highest IoU with it (the first one on
-   ties) if that IoU is > ``iou_thr``, else it starts a cluster; the fused box is recomputed after every join;
-4. rescale each cluster's confidence by ``conf_type``, then sort all clusters by confidence, descending.
-
-Numerics kept from the reference (under numpy 2's promotion rules) so that results agree to the last bit, not
-just to 1e-6:
-- the fused box of a cluster of two or more boxes is held in float32: its coordinates accumulate
-  ``key * coordinate`` in float32 (each addition done in float64, then rounded) and are divided by the float64
-  sum of keys, then rounded to float32 again; its confidence and weight fields are float32 as well. A cluster of
-  one box keeps the box's float64 values. Later IoUs are computed against these rounded boxes, so the rounding
-  changes which boxes merge near ``iou_thr`` and has to be reproduced;
-- ``key`` is computed in the dtype of ``weights`` when that is a float dtype (float32 weights round it);
-- sums over models follow numpy's pairwise summation order;
-- the order of boxes with equal keys, and of clusters with equal confidence, is whatever numpy's (unstable)
-  ``argsort`` gives. We sort stably and flag the label groups holding equal keys; those few groups, and the
-  final sort, go through ``np.argsort`` on the same values in the same order, so the order is numpy's own.
-
-Warnings, as ensemble-boxes gives them: one ``UserWarning`` with its message for every corner swapped, every
-coordinate clipped and every zero-area box skipped (boxes below ``skip_box_thr`` are not checked). Silence them
-with the standard warnings filter, as for ensemble-boxes: ``warnings.filterwarnings("ignore", category=UserWarning,
-module="ensemble.wbf")``, or ``warnings.simplefilter("ignore")`` inside ``warnings.catch_warnings()``.
-
-Zero weights are accepted: that model's boxes have key 0, so they join clusters without moving the fused box and
-only count towards the number of boxes.
-
-Differences from ensemble-boxes 1.0.9, all on input it mishandles (ValueError instead):
-- mismatched list lengths (it calls ``exit()``), a ``weights`` list of the wrong length (it warns and uses ones),
-  negative or all-zero weights, an unknown ``conf_type`` (``exit()``);
-- string or object labels; labels of magnitude >= 2**24, which its float32 fused boxes cannot hold;
-- NaN boxes, non-finite scores, and the clusters for which it returns NaN: one whose keys sum to 0 (overlapping
-  boxes that all score 0 or all come from zero-weight models), and under 'box_and_model_avg' one made only of
-  zero-weight models' boxes (its confidence is 0 / 0);
-- boxes must be ``(n, 4)`` arrays (it silently ignores extra columns).
+Design notes (the algorithm, the numerics kept from the reference, warnings, differences): docs/fusion.md.
 """
 from __future__ import annotations
 
@@ -185,9 +148,21 @@ def _prefilter(boxes, keep):
     return out[:n], rows[:n], problems
 
 
+def _box_warnings_ignored() -> bool:
+    """Whether the warnings filters ignore every UserWarning of this module, whatever its text and line: then the
+    messages need not be built (``warnings.warn`` formats a message before it filters it)."""
+    for action, message, category, module, lineno in warnings.filters:
+        if not issubclass(UserWarning, category) or (module is not None and not module.match(__name__)):
+            continue
+        return action == "ignore" and message is None and not lineno  # else the text or line decides: warn
+    return warnings.defaultaction == "ignore"
+
+
 def _warn_box_problems(boxes_list: Sequence, counts: list[int], rows: np.ndarray, flags: np.ndarray) -> None:
     """ensemble-boxes' UserWarnings for the flagged boxes (``rows`` of the models' boxes one after the other, their
     problem ``flags``), in its words and order; the zero-area message shows the box as the caller passed it."""
+    if not len(rows) or _box_warnings_ignored():
+        return
     starts = np.cumsum([0] + counts)
     for i, problems in zip(rows.tolist(), flags.tolist()):
         for bit, message in enumerate(_BOX_WARNINGS):

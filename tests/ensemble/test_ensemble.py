@@ -18,7 +18,7 @@ from ensemble_boxes import soft_nms as reference_soft_nms
 from ensemble_boxes import weighted_boxes_fusion as reference_wbf
 
 from ensemble.__main__ import main
-from ensemble.nms import adj_nms, soft_nms
+from ensemble.suppression import adj_nms, soft_nms
 from ensemble.recipe import expand_placeholders, insert_placeholders, load_recipe
 from ensemble.runner import run_ensemble
 from tests.helpers import REPO
@@ -379,3 +379,53 @@ def test_equal_scores_are_ordered_by_class_then_box(case):
                         params={"iou_thr": 0.5}, hierarchy=None))
     assert [(r[1], r[3]) for r in got] == [(PERSON, pytest.approx(0.3)), (CAT, pytest.approx(0.1)),
                                            (CAT, pytest.approx(0.6)), (CAR, pytest.approx(0.1))]
+
+
+def test_zero_weight_input_matches_reference(case):
+    """An input of weight 0 (switched off): its boxes count with key 0, as ensemble-boxes weighs them (WBF, NMS); its
+    boxes copy model a's, so that none is fused alone with other zero-key boxes (ensemble-boxes' NaN boxes)."""
+    rng = np.random.default_rng(1)
+    case["b"] = [(r[0], r[1], float(rng.uniform(0.01, 1)), *r[3:]) for r in case["a"] if rng.uniform() < 0.5]
+    write_predictions(case["work"] / "predictions" / "b" / "validation" / "part-1.parquet", case["b"])
+    write_predictions(case["work"] / "predictions" / "b" / "validation" / "part-2.parquet", [])
+    inputs = [case["recipe"]["inputs"][0], {**case["recipe"]["inputs"][1], "weight": 0}]
+
+    def reference(function, **params):
+        def fuse(boxes, scores, labels):
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return function(boxes, scores, labels, weights=[WEIGHTS[0], 0], **params)
+        return fuse
+
+    got = read_rows(run(case, "off", inputs=inputs))
+    want = expected_rows(case, reference(reference_wbf, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg"))
+    assert np.isfinite([r[2:] for r in want]).all()
+    assert_rows_equal(got, want)
+    got = read_rows(run(case, "off_nms", inputs=inputs, method="nms", params={"iou_thr": 0.5}, hierarchy=None))
+    assert_rows_equal(got, expected_rows(case, reference(reference_nms, iou_thr=0.5), expand=False))
+    with pytest.raises(ValueError, match=r"every input has weight 0"):
+        load_recipe(write_recipe(case, "bad", inputs=[{**i, "weight": 0} for i in inputs]))
+
+
+def test_classes_covered_only_by_zero_weight_inputs_get_no_boxes(experts):
+    """Experts b and e, e switched off (weight 0): Tomato, which only e covers, gets no boxes; Oyster, covered by
+    both, is ensemble-boxes' NMS of the two with weights 1 and 0."""
+    inputs = [experts["recipe"]["inputs"][1], {**experts["recipe"]["inputs"][2], "weight": 0}]
+    recipe = experts["tmp"] / "off.yaml"
+    recipe.write_text(yaml.safe_dump({**experts["recipe"], "inputs": inputs, "method": "nms"}))
+    assert main(["--recipe", str(recipe), "--split", "validation", "--work", str(experts["work"]), "--jobs", "1"]) == 0
+    got = read_rows(experts["work"] / "ensemble" / "off" / "validation" / "predictions.parquet")
+    assert {r[1] for r in got} == {CAR, PERSON, CAT, OYSTER}
+    want = []
+    for image in experts["images"]:
+        per_model = [[r for r in experts["rows"][m] if r[0] == image and r[1] == OYSTER] for m in ("b", "e")]
+        if not any(per_model):
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            boxes, scores, _ = reference_nms(
+                [np.array([r[3:] for r in p], np.float32).reshape(-1, 4) for p in per_model],
+                [np.array([r[2] for r in p], np.float32) for p in per_model],
+                [np.zeros(len(p), int) for p in per_model], weights=[1.0, 0.0], iou_thr=0.5)
+        want += [(image, OYSTER, s, *b) for s, b in sorted(zip(scores, boxes.tolist()), key=lambda x: (-x[0], x[1]))]
+    assert any(s == 0 for _, _, s, *_ in want)  # e's boxes took part, at score 0
+    assert_rows_equal([r for r in got if r[1] == OYSTER], want)

@@ -1,5 +1,5 @@
-"""ensemble.nms against ensemble_boxes.nms / soft_nms / nms_method 1.0.9 and a plain Soft-NMS loop written from the
-paper."""
+"""ensemble.suppression against ensemble_boxes.nms / soft_nms / nms_method 1.0.9 and a plain Soft-NMS loop written
+from the paper."""
 import contextlib
 import inspect
 import io
@@ -14,7 +14,7 @@ from ensemble_boxes import nms_method as reference_nms_method
 from ensemble_boxes import soft_nms as reference_soft_nms
 
 import ensemble
-from ensemble.nms import adj_nms, nms, nms_method, soft_nms
+from ensemble.suppression import adj_nms, nms, nms_method, soft_nms
 
 
 def run_reference(fn, boxes, scores, labels, *args, **kwargs):

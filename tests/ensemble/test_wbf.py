@@ -288,6 +288,17 @@ def test_clean_boxes_give_no_warnings_and_the_filter_silences_them():
         warnings.filterwarnings("ignore", category=UserWarning, module="ensemble.wbf")  # as documented
         weighted_boxes_fusion(*dirty)
     assert caught == []
+    # a filter on the text or the line leaves the other warnings to the warnings module: same ones as the reference
+    for text_filter in (dict(message="Zero area"), dict(lineno=1)):
+        with warnings.catch_warnings(record=True) as ours:
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=UserWarning, **text_filter)
+            weighted_boxes_fusion(*dirty)
+        with warnings.catch_warnings(record=True) as ref:
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=UserWarning, **text_filter)
+            reference_wbf(*dirty)
+        assert [str(w.message) for w in ours] == [str(w.message) for w in ref] != []
 
 
 def images_layout(per_image):
