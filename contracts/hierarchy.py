@@ -8,10 +8,8 @@ written as a tree, so ancestors and descendants are kept as sets.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
 
 ROOT_MID = "/m/0bl9f"
 
@@ -105,18 +103,6 @@ class Hierarchy:
                 out |= self.descendants(c)
             self._descendants[mid] = frozenset(out)
         return self._descendants[mid]
-
-    def expansion_pairs(self, classes: Sequence[str], direction: str = "ancestors") -> np.ndarray:
-        """Index pairs ``(i, j)`` (int64, shape (K, 2)), one per class ``i`` and each of its ancestors (or
-        descendants) ``j``, both as positions in ``classes``; used to expand label arrays without Python loops.
-        Relatives outside ``classes`` are skipped."""
-        if direction not in ("ancestors", "descendants"):
-            raise ValueError(f"direction must be 'ancestors' or 'descendants', got {direction!r}")
-        relatives = self.ancestors if direction == "ancestors" else self.descendants
-        index = {mid: i for i, mid in enumerate(classes)}
-        pairs = [(i, index[r]) for i, mid in enumerate(classes) if mid in self
-                 for r in sorted(relatives(mid)) if r in index]
-        return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
     def restricted_tree(self, keep: Iterable[str]) -> dict:
         """The hierarchy JSON tree restricted to ``keep``: each kept class hangs under its nearest kept ancestors
