@@ -52,6 +52,7 @@ FROM        ?=
 FROM_CKPT   ?= $(if $(FROM),$(shell cat $(WORK)/models/$(FROM)/last_checkpoint 2>/dev/null))
 LAST        ?=
 GPUS        ?= 1
+GPUS_PER_NODE ?=
 RESUME      ?= 0
 CFG_OPTIONS ?=
 PARTITION   ?= gpu
@@ -66,7 +67,7 @@ PREDICTIONS ?= $(WORK)/predictions/$(RUN_NAME)/$(SPLIT)
 SHARD       ?= 0/1
 SHARDS      ?= 8
 INFER_OPTS  ?= --keep-variants
-RECIPE      ?= $(CONFIGS)/ensemble/$(DATASET_RECIPE).yaml
+RECIPE      ?= configs/ensemble/$(DATASET_RECIPE).yaml
 RECIPE_NAME := $(basename $(notdir $(RECIPE)))
 JOBS        ?= 2
 SUBMISSION  ?= $(WORK)/submission/$(RECIPE_NAME).csv
@@ -111,8 +112,8 @@ $(MINI_DATA)/dataset.json: data_prep/mini.py | $(STAMP)
 # prepare is a file target: it reruns when a raw annotation file, a file PREPARE_OPTS names, the code or the command
 # itself changed since the last run (kept in WORK/prepared/prepare-command.txt), and otherwise does nothing.
 PREPARE_CMD  = $(strip $(PY) -m data_prep --data-dir $(abspath $(DATA)) --out-dir $(PREPARED) $(PREPARE_OPTS))
-PREPARE_DEPS = $(wildcard $(DATA)/*.csv $(DATA)/*.csv.gz $(DATA)/*.json $(filter-out -%,$(subst =, ,$(PREPARE_OPTS))) \
-	data_prep/*.py contracts/*.py) $(DATA_READY)
+PREPARE_DEPS = $(filter-out %/download-manifest.csv,$(wildcard $(DATA)/*.csv $(DATA)/*.csv.gz $(DATA)/*.json $(filter-out -%,$(subst =, ,$(PREPARE_OPTS))) \
+	data_prep/*.py contracts/*.py)) $(DATA_READY)
 ifneq "$(file <$(PREPARED)/prepare-command.txt)" "$(PREPARE_CMD)"
 PREPARE_DEPS += FORCE
 endif
@@ -126,20 +127,45 @@ $(PREPARED)/summary.json: $(PREPARE_DEPS) | $(STAMP)
 	$(PREPARE_CMD)
 	@printf '%s\n' $(call quote,$(PREPARE_CMD)) > $(PREPARED)/prepare-command.txt
 
+# download writes the layout prepare reads (python -m data_prep.download); a rerun fetches only what is missing.
+# Subsets: DOWNLOAD_CLASSES='Dog "Human face"' (names or MIDs, with descendants), MAX_PER_CLASS, MAX_IMAGES (per
+# split, DOWNLOAD_SEED), IMAGE_LIST (split/ImageID lines). A mirror or local S3: S3_ENDPOINT, BUCKET, ANNOTATIONS_URL.
+# TARBALLS=1 takes whole train/validation splits from the bucket's tarballs.
+DOWNLOAD_SPLITS ?= train validation test
+DOWNLOAD_JOBS   ?= 32
+DOWNLOAD_CMD = $(strip $(PY) -m data_prep.download --out $(DATA) --splits $(DOWNLOAD_SPLITS) --jobs $(DOWNLOAD_JOBS) \
+	$(if $(DOWNLOAD_CLASSES),--classes $(DOWNLOAD_CLASSES)) $(if $(MAX_PER_CLASS),--max-per-class $(MAX_PER_CLASS)) \
+	$(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(DOWNLOAD_SEED),--seed $(DOWNLOAD_SEED)) \
+	$(if $(IMAGE_LIST),--image-list $(IMAGE_LIST)) $(if $(S3_ENDPOINT),--s3-endpoint $(S3_ENDPOINT)) \
+	$(if $(BUCKET),--bucket $(BUCKET)) $(if $(ANNOTATIONS_URL),--annotations-url $(ANNOTATIONS_URL)) \
+	$(if $(filter 1,$(TARBALLS)),--tarballs))
+.PHONY: download
+download: $(STAMP) ## reads the public Open Images files (S3, HTTP) -> writes DATA (CSVs, {train,validation,test}/*.jpg)
+	@test "$(abspath $(DATA))" != "$(abspath $(MINI_DATA))" || { echo "error: name the folder to write: make download DATA=DIR" >&2; exit 2; }
+	$(DOWNLOAD_CMD)
+
 # ---------------------------------------------------------------- train, infer
+# GPUS=N trains in N processes, one device each (CPU processes without CUDA): one process runs directly, more under
+# torchrun on this machine (with CUDA, checked against the visible devices first) or, for train-slurm, under srun
+# (GPUS_PER_NODE per node, default min(GPUS, 8); more GPUS span several nodes). RESUME=1 continues from the last
+# complete checkpoint (docs/distributed.md).
+NEED_GPUS = @[[ "$(GPUS)" =~ ^[0-9]+$$ ]] && (( 10\#$(GPUS) > 0 )) || { echo "error: GPUS=$(GPUS): the number of training processes must be a positive integer (1, 2, 8, ...)" >&2; exit 2; }
 train: $(STAMP) ## reads WORK/prepared + images -> writes WORK/models/MODEL (GPUS=N torchrun; RESUME=1; EXPERT=NAME; FROM=MODEL)
 	$(NEED_FROM)
+	$(NEED_GPUS)
 ifeq ($(GPUS),1)
 	$(PY) -m pipeline.train $(CONFIG) --work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 else
-	$(VENV)/bin/torchrun --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
+	@! command -v nvidia-smi >/dev/null || $(PY) -m pipeline.distributed $(GPUS)
+	$(VENV)/bin/torchrun --standalone --nproc-per-node $(GPUS) -m pipeline.train $(CONFIG) --launcher pytorch \
 		--work-dir $(MODEL_DIR) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 endif
 
-train-slurm: $(STAMP) ## as train, on Slurm (srun, PARTITION, GPUS)
+train-slurm: $(STAMP) ## as train, as a requeueable Slurm job (PARTITION, GPUS, GPUS_PER_NODE); waits for it
 	$(NEED_FROM)
-	PYTHON=$(PY) bash tools/slurm_train.sh $(PARTITION) $(MODEL) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) \
-		$(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
+	$(NEED_GPUS)
+	PYTHON=$(PY) $(if $(GPUS_PER_NODE),GPUS_PER_NODE=$(GPUS_PER_NODE)) bash tools/slurm_train.sh $(PARTITION) \
+		$(RUN_NAME) $(CONFIG) $(MODEL_DIR) $(GPUS) $(TRAIN_DATA) $(TRAIN_INIT) $(TRAIN_RESUME) $(TRAIN_CFG)
 
 convert: $(STAMP) ## reads an original TSD release RELEASE=FILE.pth -> writes WORK/released/MODEL.pth (LABELS=CSV)
 	@test -n "$(RELEASE)" || { echo "error: set RELEASE=FILE.pth, the original checkpoint to convert" >&2; exit 2; }
@@ -150,11 +176,15 @@ average: $(STAMP) ## reads the last LAST=K checkpoints of WORK/models/MODEL -> w
 	@test -n "$(LAST)" || { echo "error: set LAST=K, how many of the latest checkpoints of $(MODEL_DIR) to average" >&2; exit 2; }
 	$(PY) -m pipeline.average --work-dir $(MODEL_DIR) --last $(LAST) --out $(MODEL_DIR)/average_last$(LAST).pth
 
-infer: $(STAMP) ## reads WORK/models/MODEL + SPLIT images -> writes WORK/predictions/MODEL/SPLIT (SHARD=k/N; EXPERT=NAME)
+# GPUS=N predicts all N shards at once, one process per device (N CPU processes without CUDA), the same shard set as
+# infer-slurm SHARDS=N; SHARD=k/N predicts one shard. infer-slurm reads CPUS_PER_TASK, GRES (gpu), MEM, TIME,
+# SBATCH_ARGS and SRUN_ARGS (tools/slurm_infer.sh). Both rerun only the shards not finished.
+INFER_SHARDS = $(if $(filter-out 1,$(GPUS)),--gpus $(GPUS)) --shard $(SHARD)
+infer: $(STAMP) ## reads WORK/models/MODEL + SPLIT images -> writes WORK/predictions/MODEL/SPLIT (GPUS=N; SHARD=k/N; EXPERT=NAME)
 	$(NEED_CKPT)
-	$(PY) -m pipeline.infer $(INFER_CONFIG) $(CKPT) --shard $(SHARD) --out $(PREDICTIONS) $(INFER_ARGS)
+	$(PY) -m pipeline.infer $(INFER_CONFIG) $(CKPT) $(INFER_SHARDS) --out $(PREDICTIONS) $(INFER_ARGS)
 
-infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); waits, checks the shard set
+infer-slurm: $(STAMP) ## as infer, as a Slurm array of SHARDS jobs (PARTITION); progress, waits, checks the shard set
 	$(NEED_CKPT)
 	PYTHON=$(PY) bash tools/slurm_infer.sh $(PARTITION) $(SHARDS) $(PREDICTIONS) $(INFER_CONFIG) $(CKPT) $(INFER_ARGS)
 
@@ -194,6 +224,10 @@ bench: $(STAMP) ## the benchmarks (tables; see docs/benchmarks.md)
 	$(PY) bench/score.py
 	$(PY) bench/tsd_head.py
 	$(PY) bench/prepare.py
+	$(PY) bench/ensemble.py
+	$(PY) bench/search.py
+	$(PY) bench/train_scaling.py
+	$(PY) bench/download.py
 
 clean: ## remove what the project generates by itself: the demo's work folder, the mini dataset and its work folder
 	rm -rf $(DEMO_WORK) $(MINI_DATA) $(WORK_ROOT)/mini

@@ -262,7 +262,7 @@ def test_init_from_refuses_another_architecture(expert_data, mini_data, global_m
 
 
 def infer(work_dir, mini_data, out, classes=None):
-    from pipeline.infer import main
+    from pipeline.infer.__main__ import main
 
     ids = sorted(p.stem for p in (mini_data / "validation").glob("*.jpg"))[:6]
     image_list = work_dir / "ids.txt"

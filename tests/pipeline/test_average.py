@@ -84,7 +84,7 @@ def test_last_checkpoints_of_a_work_dir_by_iteration(tmp_path, capsys):
 def test_averaged_mini_checkpoint_predicts(mini_prepared, mini_data, tmp_path):
     """Two checkpoints of a mini_tsd run, averaged into the work dir, load strictly in pipeline.infer (as
     ``make average`` then ``make infer CKPT=...``) and predict the MIDs saved in the meta."""
-    from pipeline.infer import main as infer
+    from pipeline.infer.__main__ import main as infer
     from pipeline.train import train
 
     work_dir = tmp_path / "mini_tsd"

@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from contracts.classes import read_classes
+from contracts.files import DataError
 from pipeline import infer
 from pipeline.infer import Detections, Variant
+from pipeline.infer.__main__ import main as infer_main
 from tests.helpers import REPO
 
 MINI_CONFIG = REPO / "configs" / "mini_tsd.py"
@@ -134,15 +136,15 @@ def test_detections_table_contract():
 
 
 def test_list_images(tmp_path):
-    for image_id in ("b2", "a1", "c3"):
-        (tmp_path / f"{image_id}.jpg").write_bytes(b"")
+    for name in ("b2.JPG", "a1.jpg", "c3.png"):
+        (tmp_path / name).write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
-    assert [p.name for p in infer.list_images(tmp_path)] == ["a1.jpg", "b2.jpg", "c3.jpg"]
+    assert [p.name for p in infer.list_images(tmp_path)] == ["a1.jpg", "b2.JPG", "c3.png"]
     listing = tmp_path / "list.csv"
     listing.write_text("ImageId,PredictionString\nc3,\nb2.jpg\n\n")
     assert [p.stem for p in infer.list_images(tmp_path, listing)] == ["b2", "c3"]
     listing.write_text("a1\nzz\n")
-    with pytest.raises(FileNotFoundError, match=r"list.csv:2: image 'zz'"):
+    with pytest.raises(DataError, match=r"list.csv:2: image 'zz' not found in "):
         infer.list_images(tmp_path, listing)
 
 
@@ -274,7 +276,7 @@ def test_cli_shards_variants_and_rerun(mini_model, mini_data, tmp_path):
               "--scales", "128,160", "--score-thr", "0.0", "--max-per-img", "40", "--keep-variants",
               "--device", "cpu", "--batch-size", "2"]
     for k in range(2):
-        assert infer.main(common + ["--shard", f"{k}/2"]) == 0
+        assert infer_main(common + ["--shard", f"{k}/2"]) == 0
 
     shard_ids = []
     for k in range(2):
@@ -301,9 +303,9 @@ def test_cli_shards_variants_and_rerun(mini_model, mini_data, tmp_path):
     shard = out / "merged" / "shard-000-of-002.parquet"  # one image
     before = shard.read_bytes()
     os.utime(shard, ns=(0, 0))
-    assert infer.main(common + ["--shard", "0/2"]) == 0  # finished: skipped
+    assert infer_main(common + ["--shard", "0/2"]) == 0  # finished: skipped
     assert shard.stat().st_mtime_ns == 0
-    assert infer.main(common + ["--shard", "0/2", "--overwrite"]) == 0
+    assert infer_main(common + ["--shard", "0/2", "--overwrite"]) == 0
     assert shard.stat().st_mtime_ns != 0 and shard.read_bytes() == before  # redone, byte-identical
 
 
@@ -359,9 +361,25 @@ def test_cli_input_errors_are_one_line_and_status_2(mini_model, mini_data, tmp_p
     else:
         args[broken] = str(tmp_path / f"missing-{broken}")
     out = tmp_path / "pred"
-    status = infer.main([args["config"], args["checkpoint"], "--split", "validation", "--images", args["images"],
+    status = infer_main([args["config"], args["checkpoint"], "--split", "validation", "--images", args["images"],
                          "--classes", args["classes"], "--out", str(out), "--device", "cpu"])
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_other_errors_keep_their_traceback(mini_model, mini_data, tmp_path, monkeypatch):
+    """Only user mistakes become a one-line error: a failure of the run itself (here an out-of-memory stand-in)
+    propagates with its traceback."""
+    import pipeline.infer.__main__ as cli
+
+    _, _, checkpoint, _ = mini_model
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(cli, "load_detector", out_of_memory)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        infer_main([str(MINI_CONFIG), str(checkpoint), "--split", "validation", "--images",
+                    str(mini_data / "validation"), "--out", str(tmp_path / "pred"), "--device", "cpu"])
