@@ -27,6 +27,7 @@ from contracts.classes import read_classes
 from pipeline import convert_tsd, infer, train
 from pipeline.checkpoints import UntrustedCheckpointError, load_checkpoint, use_checkpoint_loader
 from pipeline.convert_tsd import ConversionError, convert, main
+from pipeline.infer import __main__ as infer_cli
 from tests.helpers import REPO
 
 RELEASED = REPO / "configs" / "released"
@@ -451,7 +452,7 @@ def test_a_checkpoint_that_runs_code_is_refused_without_the_flag(tmp_path, capsy
     flag = ["--trust-checkpoint"]
     assert convert_tsd.build_parser().parse_args([str(evil), "--config", "c.py", "--out", "o.pth", *flag])\
         .trust_checkpoint
-    assert infer.build_parser().parse_args(["c.py", str(evil), "--split", "test", "--images", ".", *flag])\
+    assert infer_cli.build_parser().parse_args(["c.py", str(evil), "--split", "test", "--images", ".", *flag])\
         .trust_checkpoint
     assert train.parse_args(["mini_tsd", "--trust-checkpoint"]).trust_checkpoint
 
