@@ -91,7 +91,7 @@ endif
 NEED_FROM = @test -z "$(FROM)" -o -n "$(FROM_CKPT)" || { echo "error: no checkpoint in $(WORK)/models/$(FROM): run 'make train MODEL=$(FROM)' or set FROM_CKPT=" >&2; exit 2; }
 NEED_CKPT = @test -n "$(CKPT)" || { echo "error: no checkpoint in $(MODEL_DIR): run 'make train MODEL=$(MODEL)' or set CKPT=" >&2; exit 2; }
 
-.PHONY: help install mini prepare train train-slurm convert average infer infer-slurm ensemble search submission evaluate show \
+.PHONY: help install mini download prepare train train-slurm convert average infer infer-slurm ensemble search submission evaluate show \
 	demo test bench clean clean-work FORCE
 
 help: ## list the targets, what each reads and writes, and the current dataset
@@ -139,7 +139,6 @@ DOWNLOAD_CMD = $(strip $(PY) -m data_prep.download --out $(DATA) --splits $(DOWN
 	$(if $(IMAGE_LIST),--image-list $(IMAGE_LIST)) $(if $(S3_ENDPOINT),--s3-endpoint $(S3_ENDPOINT)) \
 	$(if $(BUCKET),--bucket $(BUCKET)) $(if $(ANNOTATIONS_URL),--annotations-url $(ANNOTATIONS_URL)) \
 	$(if $(filter 1,$(TARBALLS)),--tarballs))
-.PHONY: download
 download: $(STAMP) ## reads the public Open Images files (S3, HTTP) -> writes DATA (CSVs, {train,validation,test}/*.jpg)
 	@test "$(abspath $(DATA))" != "$(abspath $(MINI_DATA))" || { echo "error: name the folder to write: make download DATA=DIR" >&2; exit 2; }
 	$(DOWNLOAD_CMD)
@@ -229,14 +228,16 @@ bench: $(STAMP) ## the benchmarks (tables; see docs/benchmarks.md)
 	$(PY) bench/train_scaling.py
 	$(PY) bench/download.py
 
+# work/CURRENT is dropped when the folder it names is gone
+FORGET_GONE_WORK = @if [ -f $(WORK_ROOT)/CURRENT ] && [ ! -d "$$(cat $(WORK_ROOT)/CURRENT)" ]; then rm -f $(WORK_ROOT)/CURRENT; fi
 clean: ## remove what the project generates by itself: the demo's work folder, the mini dataset and its work folder
 	rm -rf $(DEMO_WORK) $(MINI_DATA) $(WORK_ROOT)/mini
-	@if [ -f $(WORK_ROOT)/CURRENT ] && [ ! -d "$$(cat $(WORK_ROOT)/CURRENT)" ]; then rm -f $(WORK_ROOT)/CURRENT; fi
+	$(FORGET_GONE_WORK)
 
 clean-work: ## delete one dataset's work folder (models, predictions): make clean-work WORK=work/NAME, named explicitly
 	@test "$(origin WORK)" = "command line" || { echo "error: name the work folder to delete: make clean-work WORK=work/NAME" >&2; exit 2; }
 	@test -d "$(WORK)" || { echo "error: $(WORK) is not a folder" >&2; exit 2; }
 	rm -rf -- "$(WORK)"
-	@if [ -f $(WORK_ROOT)/CURRENT ] && [ ! -d "$$(cat $(WORK_ROOT)/CURRENT)" ]; then rm -f $(WORK_ROOT)/CURRENT; fi
+	$(FORGET_GONE_WORK)
 
 FORCE:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from contracts.cli import INPUT_ERRORS, report_error
 from pipeline.checkpoints import TRUST_HELP
+from pipeline.distributed import parse_process_count
 from pipeline.infer.model import load_config, load_detector, predict_images, resolve_classes
-from pipeline.infer.processes import parse_processes, run_processes, without_option
+from pipeline.infer.processes import run_processes, without_option
 from pipeline.infer.shards import InferSettings, MERGED, list_images, parse_shard, run_shard, shard_done, shard_name
 from pipeline.infer.variants import MERGE_METHODS, VariantLoader, default_scales, make_variants, parse_scales
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detections per image, per variant and after fusion (default 500)")
     p.add_argument("--shard", type=_argument_type(parse_shard), default=(0, 1),
                    help="predict shard k of N (0-based) of the sorted image list (default 0/1)")
-    p.add_argument("--gpus", type=_argument_type(parse_processes),
+    p.add_argument("--gpus", type=_argument_type(lambda text: parse_process_count(text, "--gpus")),
                    help="run all N shards at once, one process per device (CUDA_VISIBLE_DEVICES); without CUDA, "
                         "N CPU processes; logs in OUT/logs")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")

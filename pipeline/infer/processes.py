@@ -12,16 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.distributed import check_devices
 from pipeline.infer.shards import shard_bounds, shard_name
 
 PROGRESS = re.compile(rb"(\d+)/\d+ \[")  # a tqdm line: "... 12/40 [00:03<00:07, ...]"
-
-
-def parse_processes(text: str) -> int:
-    """``--gpus`` value: a positive integer."""
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"--gpus {text!r}: expected a positive integer")
-    return int(text)
 
 
 def without_option(argv: Sequence[str], option: str) -> list[str]:
@@ -42,10 +36,9 @@ def device_environments(num_processes: int, cuda: bool) -> list[dict[str, str]]:
     if cuda:
         import torch
 
+        check_devices(num_processes)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        if num_processes > len(devices):
-            raise ValueError(f"--gpus {num_processes}: only {len(devices)} CUDA devices are visible")
         return [dict(os.environ, CUDA_VISIBLE_DEVICES=devices[k]) for k in range(num_processes)]
     threads = str(max(1, (os.cpu_count() or 1) // num_processes))
     return [dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", threads))
