@@ -94,7 +94,6 @@ def fetch_image(client, bucket: str, split: str, image_id: str, dest: Path) -> E
     """Download one image to ``dest`` through ``dest.part``; a missing key is ``missing``, a body that is cut or
     does not decode is fetched again, up to FETCH_ATTEMPTS times, then ``failed`` with the reason."""
     key = f"{PREFIX[split]}/{image_id}.jpg"
-    part = dest.with_name(dest.name + PART)
     reason = ""
     for _ in range(FETCH_ATTEMPTS):
         try:
@@ -113,10 +112,16 @@ def fetch_image(client, bucket: str, split: str, image_id: str, dest: Path) -> E
         except OSError as e:
             reason = f"s3://{bucket}/{key}: {e}"
             continue
-        part.write_bytes(data)
-        os.replace(part, dest)
-        return Entry(split, image_id, DONE, len(data), hashlib.sha256(data).hexdigest(), orientation)
+        return write_image(split, image_id, data, orientation, dest)
     return Entry(split, image_id, FAILED, reason=reason)
+
+
+def write_image(split: str, image_id: str, data: bytes, orientation: int, dest: Path) -> Entry:
+    """Write a decoded image's bytes to ``dest`` through ``dest.part`` (renamed when whole): its done entry."""
+    part = dest.with_name(dest.name + PART)
+    part.write_bytes(data)
+    os.replace(part, dest)
+    return Entry(split, image_id, DONE, len(data), hashlib.sha256(data).hexdigest(), orientation)
 
 
 class Journal:
@@ -227,10 +232,7 @@ def fetch_tarballs(client, bucket: str, out: Path, split: str, wanted: Sequence[
                     orientation = decode(data)
                 except OSError:
                     continue
-                part = dest.with_name(dest.name + PART)
-                part.write_bytes(data)
-                os.replace(part, dest)
-                journal.add(Entry(split, image_id, DONE, len(data), hashlib.sha256(data).hexdigest(), orientation))
+                journal.add(write_image(split, image_id, data, orientation, dest))
                 placed += 1
         marker.touch()
         tarball.unlink()
