@@ -2,21 +2,15 @@
 work when nothing changed, and cleaning never takes a real dataset's work folder without being told its name."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import run_make
 
 
-def make(*args, check=True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MAKEFLAGS="--no-print-directory")
-    result = subprocess.run(["make", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result
+def make(*args, check=True):
+    return run_make(*map(str, args), timeout=240, check=check)
 
 
 @pytest.fixture
