@@ -281,8 +281,9 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Seque
     ``{split}/<ImageID>.jpg``; ``split_names`` are the splits to prepare (each must have its box file). The raw paths
     are recorded in ``sources.json`` / ``sources.mk`` (``data_prep.sources``)."""
     data_dir = Path(data_dir)
+    settings = read_dataset_settings(data_dir)
     if coco_splits is None:
-        coco_splits = read_dataset_settings(data_dir).get("coco_splits", ())
+        coco_splits = settings.get("coco_splits", ())
     if isinstance(coco_splits, str):
         coco_splits = tuple(s for s in coco_splits.split(",") if s)
     out_dir = Path(out_dir)
@@ -343,7 +344,7 @@ def run_prepare(data_dir: str | Path, out_dir: str | Path, *, split_names: Seque
                         workers=workers, progress=progress)
         summary["notes"] = notes
         write_prepared(tmp, class_rows, hierarchy_json, splits, summary, progress=progress)
-        write_sources(record_sources(files, data_dir, images_root), tmp)
+        write_sources(record_sources(files, data_dir, images_root, settings), tmp)
         publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

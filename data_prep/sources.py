@@ -46,8 +46,9 @@ def read_dataset_settings(data_dir: str | Path) -> dict:
     return settings
 
 
-def record_sources(files: formats.DataFiles, data_dir: Path, images_root: Path) -> dict:
-    """The raw paths of one dataset, absolute; ``None`` where a file is absent."""
+def record_sources(files: formats.DataFiles, data_dir: Path, images_root: Path, settings: dict) -> dict:
+    """The raw paths of one dataset, absolute (``None`` where a file is absent), and its recipe from ``settings``
+    (its ``read_dataset_settings``)."""
     def absolute(path: Path | None) -> str | None:
         return str(Path(path).resolve()) if path is not None else None
 
@@ -61,7 +62,7 @@ def record_sources(files: formats.DataFiles, data_dir: Path, images_root: Path) 
         "validation_boxes": absolute(validation.boxes) if validation else None,
         "validation_labels": absolute(validation.labels) if validation else None,
         "sample_submission": absolute(sample),
-        "recipe": read_dataset_settings(data_dir).get("recipe", DEFAULT_RECIPE),
+        "recipe": settings.get("recipe", DEFAULT_RECIPE),
     }
 
 
