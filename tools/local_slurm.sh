@@ -73,6 +73,15 @@ start_munge() {
 
 running() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
+# A daemon writes its state files while it shuts down: removing $STATE before it has exited races with it.
+wait_gone() {
+    local deadline=$((SECONDS + 30))
+    while running "$1"; do
+        [ $SECONDS -lt $deadline ] || die "$1 (pid $(cat "$STATE/$1.pid")) did not exit within 30 s of SIGTERM"
+        sleep 0.2
+    done
+}
+
 wait_idle() {
     local state
     local deadline=$((SECONDS + 60))
@@ -98,6 +107,8 @@ case "${1:-}" in
         for daemon in slurmd slurmctld; do
             if running "$daemon"; then kill "$(cat "$STATE/$daemon.pid")"; fi
         done
+        wait_gone slurmd
+        wait_gone slurmctld
         if [ -f "$CONF_DIR/slurm.conf" ] && grep -qxF "$MARK" "$CONF_DIR/slurm.conf"; then
             rm -f "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"
         fi
