@@ -35,7 +35,7 @@ H13 = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTru
 GENERATOR_VERSION = 1
 
 
-def class_mids() -> list[str]:
+def challenge_mids() -> list[str]:
     with open(METADATA / "challenge-2019-classes-description-500.csv", encoding="utf-8") as f:
         return [line.split(",", 1)[0] for line in f if line.strip()]
 
@@ -67,7 +67,7 @@ def generate(data: Path, scale: float, seed: int = 0) -> None:
     data.mkdir(parents=True, exist_ok=True)
     for name in ("challenge-2019-classes-description-500.csv", "challenge-2019-label500-hierarchy.json"):
         shutil.copyfile(METADATA / name, data / name)
-    mids = pa.array(class_mids(), pa.string())
+    mids = pa.array(challenge_mids(), pa.string())
     n_images = max(1, round(FULL_IMAGES * scale))
     ids = image_ids(rng, n_images)
     per_image = 1 + rng.poisson(FULL_BOXES / FULL_IMAGES - 1, size=n_images)

@@ -72,7 +72,7 @@ def synthetic_ground_truth(rng, n_images: int, mids: list[str]) -> tuple[np.ndar
 
 def synthetic_predictions(rng, gt, dets_per_image: int) -> pd.DataFrame:
     """Half near an expanded ground-truth box (its class), a fifth on a verified class anywhere, the rest random."""
-    n_images, n_classes = len(gt.image_ids), len(gt.class_mids)
+    n_images, n_classes = len(gt.image_ids), len(gt.mids)
     img = np.repeat(np.arange(n_images), dets_per_image)
     n = len(img)
     kind = rng.choice(3, n, p=[0.5, 0.2, 0.3])
@@ -96,7 +96,7 @@ def synthetic_predictions(rng, gt, dets_per_image: int) -> pd.DataFrame:
     cls[verified] = gt.verified_keys[pick] % n_classes
     return pd.DataFrame({
         "ImageID": pd.Categorical.from_codes(img, categories=gt.image_ids),
-        "LabelName": pd.Categorical.from_codes(cls, categories=gt.class_mids),
+        "LabelName": pd.Categorical.from_codes(cls, categories=gt.mids),
         "Score": score.astype(np.float32),
         "XMin": xyxy[:, 0].astype(np.float32), "YMin": xyxy[:, 1].astype(np.float32),
         "XMax": xyxy[:, 2].astype(np.float32), "YMax": xyxy[:, 3].astype(np.float32)})
@@ -125,7 +125,7 @@ def run_cli(args: list[str]) -> tuple[str, str]:
 def mmdet_inputs(predictions: pd.DataFrame, gt, n_images: int):
     """Per-image lists of per-class (k, 5) x0, y0, x1, y1, score arrays (verified classes only, valid boxes) and
     annotation dicts with the expanded ground truth."""
-    n_classes = len(gt.class_mids)
+    n_classes = len(gt.mids)
     index, key = _select_detections(predictions, gt)
     inside = key < n_images * n_classes
     index, key = index[inside], key[inside]

@@ -38,13 +38,13 @@ IGNORED, FALSE_POSITIVE, TRUE_POSITIVE, GROUP_OF = 0, 1, 2, 3
 class GroundTruth:
     """Expanded ground truth, indexed for matching.
 
-    image_ids (I,) sorted ImageIDs with any ground-truth row; class_mids (C,) the evaluated classes;
+    image_ids (I,) sorted ImageIDs with any ground-truth row; mids (C,) the evaluated classes;
     box_key (M,) int64 sorted (stable: input row order within a key); box_yxyx (M, 4) float64 ymin, xmin, ymax, xmax;
     box_group_of (M,) bool; verified_keys sorted unique int64; num_gt (C,) int64; box_row (M,) int64 the source row
     (position in the box frame) of each expanded box, None when not built by ``expand_ground_truth``."""
 
     image_ids: np.ndarray
-    class_mids: np.ndarray
+    mids: np.ndarray
     box_key: np.ndarray
     box_yxyx: np.ndarray
     box_group_of: np.ndarray
@@ -55,10 +55,10 @@ class GroundTruth:
     def of_images(self, lo: int, hi: int) -> GroundTruth:
         """The boxes and verified keys of images ``lo .. hi - 1`` alone, numbered as here (for matching those
         images' detections apart: ``match_entries``)."""
-        bounds = np.array([lo, hi]) * len(self.class_mids)
+        bounds = np.array([lo, hi]) * len(self.mids)
         box, key = np.searchsorted(self.box_key, bounds), np.searchsorted(self.verified_keys, bounds)
         part = slice(*box)
-        return GroundTruth(self.image_ids, self.class_mids, self.box_key[part], self.box_yxyx[part],
+        return GroundTruth(self.image_ids, self.mids, self.box_key[part], self.box_yxyx[part],
                            self.box_group_of[part], self.verified_keys[slice(*key)], self.num_gt,
                            None if self.box_row is None else self.box_row[part])
 
@@ -75,29 +75,29 @@ class EvalResult:
     num_detections: int
 
 
-def _expand(mids: pd.Series, direction: str, hierarchy: Hierarchy,
-            class_mids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _expand(labels: pd.Series, direction: str, hierarchy: Hierarchy,
+            mids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Expand label rows to themselves plus their ancestors or descendants. Returns (source row (K,), class index
-    (K,)), rows in input order, classes ascending, classes outside ``class_mids`` left out."""
-    row_vocab, vocab = pd.factorize(mids.to_numpy(), use_na_sentinel=False)
-    family = Relatives.from_hierarchy(hierarchy, list(vocab), direction, among=class_mids, include_self=True)
+    (K,)), rows in input order, classes ascending, classes outside ``mids`` left out."""
+    row_vocab, vocab = pd.factorize(labels.to_numpy(), use_na_sentinel=False)
+    family = Relatives.from_hierarchy(hierarchy, list(vocab), direction, among=mids, include_self=True)
     rows, cls = family.expand(row_vocab)
     return rows, cls.astype(np.int64)
 
 
 def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
-                        class_mids: Sequence[str]) -> GroundTruth:
+                        mids: Sequence[str]) -> GroundTruth:
     """Expand boxes and image labels through the hierarchy and index them by (image, class) key."""
-    class_mids = np.asarray(list(class_mids), dtype=object)
-    class_index = pd.Index(class_mids)
+    mids = np.asarray(list(mids), dtype=object)
+    class_index = pd.Index(mids)
     if not class_index.is_unique:
-        raise ValueError("class_mids lists a MID twice")
-    n_classes = len(class_mids)
+        raise ValueError("mids lists a MID twice")
+    n_classes = len(mids)
     image_ids = np.unique(np.concatenate([gt_boxes["ImageID"].to_numpy(dtype=object),
                                           gt_labels["ImageID"].to_numpy(dtype=object)]).astype(str))
     image_index = pd.Index(image_ids)
 
-    rows, cls = _expand(gt_boxes["LabelName"], "ancestors", hierarchy, class_mids)
+    rows, cls = _expand(gt_boxes["LabelName"], "ancestors", hierarchy, mids)
     box_key = positions(gt_boxes["ImageID"], image_index)[rows] * n_classes + cls
     order = np.argsort(box_key, kind="stable")
     rows, box_key = rows[order], box_key[order]
@@ -108,11 +108,11 @@ def expand_ground_truth(gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarc
     positive = gt_labels["Confidence"].to_numpy() == 1
     for mask, direction in ((positive, "ancestors"), (~positive, "descendants")):
         part = gt_labels[mask]
-        lrows, lcls = _expand(part["LabelName"], direction, hierarchy, class_mids)
+        lrows, lcls = _expand(part["LabelName"], direction, hierarchy, mids)
         label_keys.append(positions(part["ImageID"], image_index)[lrows] * n_classes + lcls)
     verified = np.unique(np.concatenate([box_key, *label_keys]))
     num_gt = np.bincount(box_key % n_classes, minlength=n_classes).astype(np.int64)
-    return GroundTruth(image_ids, class_mids, box_key, np.ascontiguousarray(yxyx), group_of, verified, num_gt, rows)
+    return GroundTruth(image_ids, mids, box_key, np.ascontiguousarray(yxyx), group_of, verified, num_gt, rows)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -194,7 +194,7 @@ def _average_precisions(entry_tp, class_start, class_end, num_gt):
 def _select(image: np.ndarray, cls: np.ndarray, score: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
             y1: np.ndarray, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
     """``_select_detections`` on arrays: image and class numbers (-1: unknown), float64 scores and corners."""
-    n_classes = len(gt.class_mids)
+    n_classes = len(gt.mids)
     index = np.flatnonzero((image >= 0) & (cls >= 0) & (x0 < x1) & (y0 < y1) & (score > SCORE_FLOOR))
     key = image[index] * n_classes + cls[index]
     at = np.minimum(np.searchsorted(gt.verified_keys, key), max(len(gt.verified_keys) - 1, 0))
@@ -213,7 +213,7 @@ def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
     """Indices of the detections that enter matching, sorted by (key, descending score, input row), and their
     keys; invalid boxes, unverified classes, unknown images and the per-(image, class) excess are left out."""
     return _select(positions(predictions["ImageID"], pd.Index(gt.image_ids)),
-                   positions(predictions["LabelName"], pd.Index(gt.class_mids)),
+                   positions(predictions["LabelName"], pd.Index(gt.mids)),
                    predictions["Score"].to_numpy(dtype=np.float64),
                    *(predictions[c].to_numpy(dtype=np.float64) for c in ("XMin", "YMin", "XMax", "YMax")), gt)
 
@@ -221,7 +221,7 @@ def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
 def _match_selected(key: np.ndarray, det_yxyx: np.ndarray, det_score: np.ndarray, gt: GroundTruth, progress: bool):
     """Matching of the selected detections (keys, ymin xmin ymax xmax, scores; in ``_select``'s order). Returns each
     one's outcome and box, and the AP entries (class, score, tp)."""
-    n_classes = len(gt.class_mids)
+    n_classes = len(gt.mids)
     boundary = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]) if len(key) else np.zeros(1, np.int64)
     group_start, group_end = boundary[:-1], boundary[1:]
     group_key = key[group_start]
@@ -290,13 +290,13 @@ def evaluate_entries(parts: Sequence[Entries], gt: GroundTruth) -> EvalResult:
 def _result(gt: GroundTruth, num_dets: np.ndarray, out_class: np.ndarray, out_score: np.ndarray,
             out_tp: np.ndarray) -> EvalResult:
     """AP per class and mAP from the matching's entries and the number of detections matched per class."""
-    n_classes = len(gt.class_mids)
+    n_classes = len(gt.mids)
     order = grouped_order(out_class, n_classes, -out_score)
     entry_tp = out_tp[order]
     class_end = np.cumsum(np.bincount(out_class, minlength=n_classes))
     ap = _average_precisions(entry_tp, class_end - np.bincount(out_class, minlength=n_classes), class_end,
                              gt.num_gt)
-    per_class = pd.DataFrame({"MID": gt.class_mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
+    per_class = pd.DataFrame({"MID": gt.mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
                               "num_dets": np.asarray(num_dets, np.int64)})
     with_gt = gt.num_gt > 0
     mean_ap = float(ap[with_gt].mean()) if with_gt.any() else float("nan")
@@ -304,7 +304,7 @@ def _result(gt: GroundTruth, num_dets: np.ndarray, out_class: np.ndarray, out_sc
 
 
 def _class_counts(key: np.ndarray, gt: GroundTruth) -> np.ndarray:
-    return np.bincount(key % len(gt.class_mids), minlength=len(gt.class_mids)).astype(np.int64)
+    return np.bincount(key % len(gt.mids), minlength=len(gt.mids)).astype(np.int64)
 
 
 def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool = False) -> EvalResult:
@@ -344,11 +344,11 @@ def match_detections(predictions: pd.DataFrame, gt: GroundTruth, progress: bool 
 
 
 def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
-             class_mids: Sequence[str], progress: bool = False) -> EvalResult:
+             mids: Sequence[str], progress: bool = False) -> EvalResult:
     """Challenge 2019 mAP of ``predictions`` (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against the raw
     (unexpanded) box CSV rows ``gt_boxes`` (ImageID, LabelName, XMin, XMax, YMin, YMax, IsGroupOf) and image-label
-    rows ``gt_labels`` (ImageID, LabelName, Confidence), over the classes ``class_mids``."""
-    return evaluate_expanded(predictions, expand_ground_truth(gt_boxes, gt_labels, hierarchy, class_mids), progress)
+    rows ``gt_labels`` (ImageID, LabelName, Confidence), over the classes ``mids``."""
+    return evaluate_expanded(predictions, expand_ground_truth(gt_boxes, gt_labels, hierarchy, mids), progress)
 
 
 def _read_csv_columns(path: str | Path, columns: list[str], dtypes: dict) -> pd.DataFrame:

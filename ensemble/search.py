@@ -76,7 +76,7 @@ def _score_block(fusion: Fusion, records: np.ndarray, bounds: np.ndarray, first:
     then as the ground truth numbers images (``gt_image``, per block image, -1 where it has none) and classes
     (``gt_class``, per class number; ``class_of_gt``: the inverse, -1 for a class outside the class list)."""
     known = np.flatnonzero(gt_image >= 0)  # the block's images with ground truth, ascending in both numberings
-    image, cls = np.divmod(gt.verified_keys, len(gt.class_mids))
+    image, cls = np.divmod(gt.verified_keys, len(gt.mids))
     at = np.minimum(np.searchsorted(gt_image[known], image), max(len(known) - 1, 0))
     hit = (gt_image[known[at]] == image) & (class_of_gt[cls] >= 0) if len(known) else np.zeros(len(image), bool)
     wanted = np.zeros((len(gt_image), len(fusion.mids)), bool)
@@ -130,8 +130,8 @@ class Evaluator:
                 start += len(records)
         self.records = np.memmap(spill / "records.bin", RECORD, mode="r") if start else np.empty(0, RECORD)
         self.gt_image = pd.Index(self.gt.image_ids).get_indexer(self.images)
-        self.gt_class = pd.Index(self.gt.class_mids).get_indexer(self.mids)
-        self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.class_mids)
+        self.gt_class = pd.Index(self.gt.mids).get_indexer(self.mids)
+        self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.mids)
         # the workers match each block against its part of the ground truth; matching reads neither the ImageIDs
         # nor the source rows, which stay here
         self._matched = replace(self.gt, image_ids=self.gt.image_ids[:0], box_row=None)

@@ -146,15 +146,15 @@ def image_losses(ev: Evaluated, score_thr: float = SCORE_THR, focus: str | None 
     """Per ground-truth image (optionally one class ``focus``): missed and total expanded boxes, false positives
     scored >= ``score_thr`` and their summed score, loss = missed + that sum; worst first, ties by ImageID."""
     gt, m = ev.gt, ev.matching
-    n_classes, n_images = len(gt.class_mids), len(gt.image_ids)
+    n_classes, n_images = len(gt.mids), len(gt.image_ids)
     box_image, box_class = gt.box_key // n_classes, gt.box_key % n_classes
     score = ev.predictions["Score"].to_numpy(dtype=np.float64)
     fp = (m.outcome == FALSE_POSITIVE) & (score >= score_thr)
     box_found = m.box_found
     if focus is not None:
-        if focus not in set(gt.class_mids):
+        if focus not in set(gt.mids):
             raise ValueError(f"class {focus} is not in the class list")
-        keep = gt.class_mids[box_class] == focus
+        keep = gt.mids[box_class] == focus
         box_image, box_found = box_image[keep], box_found[keep]
         fp &= (ev.predictions["LabelName"] == focus).to_numpy()
     fp_image = positions(ev.predictions["ImageID"], pd.Index(gt.image_ids))[fp]
@@ -233,9 +233,9 @@ def scenes(ev: Evaluated, image_ids: Sequence[str], score_thr: float = SCORE_THR
 def _gt_marks(ev: Evaluated, rows: np.ndarray, image: int, focus: str | None) -> tuple[list[Mark], int, int]:
     """Marks for the raw ground-truth rows ``rows`` of one image (index ``image`` in the ground truth), each judged
     by its expanded copies; and the missed and total expanded box counts."""
-    gt, n_classes = ev.gt, len(ev.gt.class_mids)
+    gt, n_classes = ev.gt, len(ev.gt.mids)
     lo, hi = np.searchsorted(gt.box_key, [image * n_classes, (image + 1) * n_classes]) if image >= 0 else (0, 0)
-    copy_row, copy_class = gt.box_row[lo:hi], gt.class_mids[gt.box_key[lo:hi] % n_classes]
+    copy_row, copy_class = gt.box_row[lo:hi], gt.mids[gt.box_key[lo:hi] % n_classes]
     found = ev.matching.box_found[lo:hi]
     if focus is not None:
         keep = copy_class == focus

@@ -34,16 +34,16 @@ def prepared_ground_truth(prepared_dir: str | Path, split: str = "validation"
         if not (split_dir / name).is_file():
             raise FileNotFoundError(f"prepared annotations not found: {split_dir / name} (run `make prepare` first)")
     image_ids = pq.read_table(split_dir / "images.parquet", columns=["ImageID"])["ImageID"].to_numpy()
-    class_mids = np.asarray(mids, dtype=object)
+    mid_of_label = np.asarray(mids, dtype=object)
     boxes = pq.read_table(split_dir / "boxes.parquet").to_pandas()
     boxes = boxes[boxes["IsExpanded"] != 1]
     gt_boxes = pd.DataFrame({"ImageID": image_ids[boxes["image_idx"].to_numpy()],
-                             "LabelName": class_mids[boxes["label"].to_numpy()],
+                             "LabelName": mid_of_label[boxes["label"].to_numpy()],
                              **{c: boxes[c].to_numpy(np.float64) for c in ("XMin", "XMax", "YMin", "YMax")},
                              "IsGroupOf": boxes["IsGroupOf"].to_numpy()})
     labels = pq.read_table(split_dir / "image_labels.parquet").to_pandas()
     gt_labels = pd.DataFrame({"ImageID": image_ids[labels["image_idx"].to_numpy()],
-                              "LabelName": class_mids[labels["label"].to_numpy()],
+                              "LabelName": mid_of_label[labels["label"].to_numpy()],
                               "Confidence": labels["Confidence"].to_numpy()})
     return gt_boxes, gt_labels, Hierarchy.from_json(prepared_dir / "hierarchy.json"), list(mids)
 

@@ -39,7 +39,7 @@ PUMPKIN, SQUASH, ZUCCHINI = "/m/05zsy", "/m/0dv77", "/m/027pcv"
 TEDDY, BEAR, CARNIVORE, MAMMAL, TOY = "/m/0kmg4", "/m/01dws", "/m/01lrl", "/m/04rky", "/m/0138tl"
 
 
-def class_mids(path):
+def read_mids(path):
     with open(path, newline="", encoding="utf-8") as f:
         return [row[0] for row in csv.reader(f)]
 
@@ -55,7 +55,7 @@ def h601():
 
 
 def test_500_classes_are_the_class_file(h500):
-    mids = class_mids(C500)
+    mids = read_mids(C500)
     assert len(mids) == 500
     assert h500.mids == frozenset(mids)
     assert ROOT_MID not in h500
@@ -95,7 +95,7 @@ def test_unknown_mid_is_an_error(h500):
 
 
 def test_601_classes_and_parts_ignored(h601):
-    mids = class_mids(C601)
+    mids = read_mids(C601)
     assert len(mids) == 601
     assert h601.mids == frozenset(mids)
     assert max(len(h601.ancestors(m)) for m in h601.mids) == 6

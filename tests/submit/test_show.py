@@ -86,12 +86,12 @@ def voc_ap(entries: list[tuple[float, int]], num_gt: int) -> float:
 def aggregate(frame: pd.DataFrame, gt, matching) -> dict[str, float]:
     """Per-class AP rebuilt from the per-detection outcomes: TPs and FPs as entries, plus one TP per group-of box
     at its highest absorbed score."""
-    n_classes = len(gt.class_mids)
+    n_classes = len(gt.mids)
     entries: dict[int, list] = {c: [] for c in range(n_classes)}
     group_best: dict[int, float] = {}
     for (score, mid), outcome, box in zip(frame[["Score", "LabelName"]].itertuples(index=False), matching.outcome,
                                           matching.box):
-        c = list(gt.class_mids).index(mid) if mid in set(gt.class_mids) else -1
+        c = list(gt.mids).index(mid) if mid in set(gt.mids) else -1
         if outcome == TRUE_POSITIVE:
             assert gt.box_key[box] % n_classes == c and not gt.box_group_of[box]
             entries[c].append((score, 1))
@@ -108,7 +108,7 @@ def aggregate(frame: pd.DataFrame, gt, matching) -> dict[str, float]:
             entries[int(gt.box_key[box] % n_classes)].append((score, 1))
     found = sum(hit for es in entries.values() for _, hit in es)
     assert found == matching.box_found.sum()
-    return {gt.class_mids[c]: voc_ap(entries[c], gt.num_gt[c]) if gt.num_gt[c] else math.nan
+    return {gt.mids[c]: voc_ap(entries[c], gt.num_gt[c]) if gt.num_gt[c] else math.nan
             for c in range(n_classes)}
 
 
@@ -140,7 +140,7 @@ def test_outcomes_on_the_mini_dataset(evaluated, preds):
     assert_aps_equal(aggregate(frame, gt, m), m.result)
     assert 0.3 < m.result.map < 0.95
     image = pd.Index(gt.image_ids).get_indexer(frame["ImageID"])
-    key = image * len(gt.class_mids) + pd.Index(gt.class_mids).get_indexer(frame["LabelName"])
+    key = image * len(gt.mids) + pd.Index(gt.mids).get_indexer(frame["LabelName"])
     unverified = ~np.isin(key, gt.verified_keys)
     assert unverified.sum() >= 30 and (m.outcome[unverified] == IGNORED).all()  # shown as ignored, not as errors
     assert {TRUE_POSITIVE, FALSE_POSITIVE, GROUP_OF} == set(np.unique(m.outcome[~unverified]))
