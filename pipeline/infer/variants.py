@@ -109,7 +109,8 @@ def merge_variants(variants: Sequence[Detections], method: str = "wbf", iou_thr:
     kwargs = {} if iou_thr is None else {"iou_thr": iou_thr}
     boxes, scores, labels = FUSION_METHODS[method](
         [d.boxes for d in variants], [d.scores for d in variants], [d.labels for d in variants], **kwargs)
-    fused = Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+    # a weighted mean of edges at 1.0 can round to 1.0000001 in float32: clip back into the image
+    fused = Detections(np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0), np.asarray(scores, np.float32),
                        np.asarray(labels).astype(np.int64))
     return top_k(keep_valid(fused), max_per_img)
 

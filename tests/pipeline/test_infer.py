@@ -109,6 +109,21 @@ def test_merge_variants_matches_ensemble_boxes():
     np.testing.assert_array_equal(capped.scores, infer.merge_variants(variants, "wbf", max_per_img=1000).scores[:7])
 
 
+def test_merged_boxes_stay_inside_the_image():
+    """Six variants' boxes at the right edge: WBF's float32 weighted mean of x2 = 1.0 gives 1.0000001."""
+    scores = [0.8631789088249207, 0.5414612293243408, 0.2997118830680847, 0.42268723249435425, 0.028319671750068665,
+              0.12428327649831772]
+    variants = [Detections(np.array([[0.5, 0.2, 1.0, 0.9]], np.float32), np.array([s], np.float32), np.zeros(1, int))
+                for s in scores]
+    from ensemble import FUSION_METHODS
+    raw, _, _ = FUSION_METHODS["wbf"]([d.boxes for d in variants], [d.scores for d in variants],
+                                      [d.labels for d in variants])
+    assert np.float32(raw[0, 2]) > 1  # the case this test is about
+    merged = infer.merge_variants(variants, "wbf")
+    assert merged.boxes[0, 2] == 1.0
+    np.testing.assert_array_equal(merged.boxes, np.clip(raw.astype(np.float32), 0.0, 1.0))
+
+
 def test_merge_single_variant_is_kept_and_capped():
     dets = _random_detections(np.random.default_rng(2), 20)
     merged = infer.merge_variants([dets], "wbf", max_per_img=5)

@@ -4,83 +4,51 @@ import math
 
 import pytest
 import torch
-from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from mmdet.models.task_modules import AssignResult, SamplingResult
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
-from mmengine.config import ConfigDict
+from mmengine.config import Config, ConfigDict
 from mmengine.structures import InstanceData
 
 import pipeline.models  # noqa: F401  (registers the TSD heads)
+from tests.helpers import REPO
 
-NUM_CLASSES = 3
-STDS = [0.1, 0.1, 0.2, 0.2]
+NUM_CLASSES = 3  # the models' class count here (the hand-computed cases below use 3 classes)
+STDS = [0.1, 0.1, 0.2, 0.2]  # the mini and r50 heads' target stds (the first cascade stage's too)
 register_all_modules()
 
 
-def bbox_head(stds=STDS, **overrides):
-    return dict(type="TSDShared2FCBBoxHead", in_channels=16, fc_out_channels=32, roi_feat_size=7,
-                num_classes=NUM_CLASSES, offset_fc_channels=16, cls_pc_margin=0.3, loc_pc_margin=0.3,
-                bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=stds),
-                reg_class_agnostic=False, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type="SmoothL1Loss", beta=1.0, loss_weight=1.0), **overrides)
+def model_config(name: str) -> ConfigDict:
+    return Config.fromfile(str(REPO / "configs" / name)).model
 
 
-EXTRACTOR = dict(type="SingleRoIExtractor", roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0),
-                 out_channels=16, featmap_strides=[4, 8, 16, 32])
+def bbox_head(**overrides) -> ConfigDict:
+    """mini_tsd's TSD head (fc 256 in every branch, PC margins 0.3) for NUM_CLASSES classes."""
+    return ConfigDict(model_config("mini_tsd.py").roi_head.bbox_head, num_classes=NUM_CLASSES, **overrides)
 
 
-def rcnn_train_cfg(iou=0.5):
-    return dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou,
-                              match_low_quality=False, ignore_iof_thr=-1),
-                sampler=dict(type="RandomSampler", num=64, pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True),
-                mask_size=28, pos_weight=-1, debug=False)
-
-
-def detector(kind="faster"):
-    """A tiny two-stage detector (ResNet-18 with 16 base channels, FPN 16) with the TSD RoI head of ``kind``."""
+def detector(kind="faster", **head_overrides):
+    """A mini config's detector (ResNet-18 with 16 base channels, FPN 64) for NUM_CLASSES classes: mini_tsd
+    (faster), mini_mask_tsd (mask), or mini_tsd with cascade_r50_tsd's three-stage TSD head at mini_tsd's sizes
+    (cascade, with the RoI sampler in every stage); ``head_overrides`` apply to every box head."""
+    model = model_config("mini_mask_tsd.py" if kind == "mask" else "mini_tsd.py")
+    model.train_cfg.rcnn.sampler.num = 32  # RoIs per image: enough for every loss and gradient, and fast
+    model.train_cfg.rpn_proposal.max_per_img = 100
     if kind == "cascade":
-        roi_head = dict(type="TSDCascadeRoIHead", num_stages=3, stage_loss_weights=[1, 0.5, 0.25],
-                        bbox_roi_extractor=EXTRACTOR,
-                        bbox_head=[bbox_head(), bbox_head([0.05, 0.05, 0.1, 0.1]),
-                                   bbox_head([0.033, 0.033, 0.067, 0.067])])
-        rcnn_train = [rcnn_train_cfg(0.5), rcnn_train_cfg(0.6), rcnn_train_cfg(0.7)]
-    else:
-        roi_head = dict(type="TSDRoIHead", bbox_roi_extractor=EXTRACTOR, bbox_head=bbox_head())
-        rcnn_train = rcnn_train_cfg()
-        if kind == "mask":
-            roi_head.update(
-                mask_roi_extractor=dict(EXTRACTOR, roi_layer=dict(type="RoIAlign", output_size=14, sampling_ratio=0)),
-                mask_head=dict(type="FCNMaskHead", num_convs=1, in_channels=16, conv_out_channels=16,
-                               num_classes=NUM_CLASSES,
-                               loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0)))
-    return MODELS.build(ConfigDict(
-        type={"faster": "FasterRCNN", "mask": "MaskRCNN", "cascade": "CascadeRCNN"}[kind],
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32,
-                               pad_mask=kind == "mask"),
-        backbone=dict(type="ResNet", depth=18, base_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
-                      frozen_stages=-1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False),
-        neck=dict(type="FPN", in_channels=[16, 32, 64, 128], out_channels=16, num_outs=5),
-        rpn_head=dict(type="RPNHead", in_channels=16, feat_channels=16,
-                      anchor_generator=dict(type="AnchorGenerator", scales=[4], ratios=[0.5, 1.0, 2.0],
-                                            strides=[4, 8, 16, 32, 64]),
-                      bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-                      loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
-                      loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
-        roi_head=roi_head,
-        train_cfg=dict(
-            rpn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
-                                   match_low_quality=True, ignore_iof_thr=-1),
-                     sampler=dict(type="RandomSampler", num=64, pos_fraction=0.5, neg_pos_ub=-1,
-                                  add_gt_as_proposals=False),
-                     allowed_border=-1, pos_weight=-1, debug=False),
-            rpn_proposal=dict(nms_pre=200, max_per_img=100, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
-            rcnn=rcnn_train),
-        test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=50, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
-                      rcnn=dict(score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5), max_per_img=30,
-                                mask_thr_binary=0.5))))
+        cascade, mini_head = model_config("cascade_r50_tsd.py"), model.roi_head.bbox_head
+        cascade.roi_head.bbox_roi_extractor = model.roi_head.bbox_roi_extractor
+        cascade.roi_head.bbox_head = [dict(head, in_channels=mini_head.in_channels,
+                                           fc_out_channels=mini_head.fc_out_channels)
+                                      for head in cascade.roi_head.bbox_head]
+        stages = [dict(stage, sampler=model.train_cfg.rcnn.sampler) for stage in cascade.train_cfg.rcnn]
+        model.type, model.roi_head, model.train_cfg.rcnn = cascade.type, cascade.roi_head, stages
+    heads = model.roi_head.bbox_head
+    for head in heads if isinstance(heads, list) else [heads]:
+        head.update(num_classes=NUM_CLASSES, **head_overrides)
+    if kind == "mask":
+        model.roi_head.mask_head.num_classes = NUM_CLASSES
+    return MODELS.build(model)
 
 
 def batch(model, with_mask=False, seed=0):
@@ -166,8 +134,8 @@ def test_predictions_decode_tsd_deltas_relative_to_translated_proposals():
 
 
 def test_level_mapping_matches_the_roi_extractor():
-    extractor = SingleRoIExtractor(roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0),
-                                   out_channels=16, featmap_strides=[4, 8, 16, 32])
+    extractor_cfg = model_config("mini_tsd.py").roi_head.bbox_roi_extractor
+    extractor = MODELS.build(extractor_cfg)
     head = MODELS.build(bbox_head())
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(500, 2, generator=g) * 800
@@ -175,11 +143,11 @@ def test_level_mapping_matches_the_roi_extractor():
     rois = torch.cat([torch.zeros(500, 1), xy, xy + wh], 1)
     rois[:4, 3:] = rois[:4, 1:3] + torch.tensor([[56.0, 56.0], [112.0, 112.0], [224.0, 224.0], [448.0, 448.0]])
     torch.testing.assert_close(head.map_roi_levels(rois, 4), extractor.map_roi_levels(rois, 4), rtol=0, atol=0)
-    roi_head = MODELS.build(dict(type="TSDRoIHead", bbox_roi_extractor=dict(EXTRACTOR, finest_scale=40),
+    roi_head = MODELS.build(dict(type="TSDRoIHead", bbox_roi_extractor=dict(extractor_cfg, finest_scale=40),
                                  bbox_head=bbox_head()))
     assert roi_head.bbox_head.finest_scale == 40 and roi_head.bbox_head.featmap_strides == (4, 8, 16, 32)
     with pytest.raises(ValueError, match=r"featmap_strides=\(8, 16, 32, 64\) differs"):
-        MODELS.build(dict(type="TSDRoIHead", bbox_roi_extractor=EXTRACTOR,
+        MODELS.build(dict(type="TSDRoIHead", bbox_roi_extractor=extractor_cfg,
                           bbox_head=bbox_head(featmap_strides=(8, 16, 32, 64))))
 
 
@@ -312,9 +280,10 @@ def test_mask_and_cascade_train_and_predict(kind):
             assert res.pred_instances.masks.shape[0] == len(res.pred_instances)
 
 
-def test_cascade_prediction_chains_translated_proposals_moved_by_tsd_deltas():
+@pytest.mark.parametrize("class_agnostic", [True, False])  # cascade_r50_tsd's / the released COCO cascade's
+def test_cascade_prediction_chains_translated_proposals_moved_by_tsd_deltas(class_agnostic):
     torch.manual_seed(0)
-    model = detector("cascade")
+    model = detector("cascade", reg_class_agnostic=class_agnostic)
     model.init_weights()
     heads = model.roi_head.bbox_head
     for head in heads:  # visible offsets and deltas
@@ -331,14 +300,16 @@ def test_cascade_prediction_chains_translated_proposals_moved_by_tsd_deltas():
         return out
 
     model.roi_head._bbox_forward = spy
-    # Test time: the rois of stage s + 1 are stage s's P_r decoded with its TSD deltas of the argmax class.
+    # Test time: the rois of stage s + 1 are stage s's P_r decoded with its TSD deltas (of the argmax class when
+    # regression is class-specific).
     model.eval()
     with torch.no_grad():
         model.predict(data["inputs"], data["data_samples"])
     assert [stage for stage, _, _ in seen] == [0, 1, 2]
     for (stage, _, out), (_, next_rois, _) in zip(seen, seen[1:]):
         labels = out["tsd_cls_score"][:, :-1].argmax(1)
-        deltas = out["tsd_bbox_pred"].view(len(labels), -1, 4)[torch.arange(len(labels)), labels]
+        deltas = out["tsd_bbox_pred"].view(len(labels), -1, 4)
+        deltas = deltas[:, 0] if class_agnostic else deltas[torch.arange(len(labels)), labels]
         for image, meta in enumerate(metas):
             rows = out["rois_r"][:, 0] == image
             want = heads[stage].bbox_coder.decode(out["rois_r"][rows, 1:], deltas[rows], max_shape=meta["img_shape"])
