@@ -92,16 +92,17 @@ def make_data(root: Path, layout: str) -> Path:
 
 
 def stand_in_configs(folder: Path) -> Path:
-    """A tiny CPU config under each real model's name: mini_tsd trained 4 iterations without validation, one
-    test-time scale."""
+    """A tiny CPU config under each real model's name: mini_tsd trained 2 iterations at batch 2 without
+    validation, one test-time scale."""
     folder.mkdir()
     for model in MODELS:
         (folder / f"{model}.py").write_text(
             f"_base_ = {str(REPO / 'configs' / 'mini_tsd.py')!r}\n"
             "tta_scales = [160]\n"
-            "train_cfg = dict(max_iters=4, val_interval=4)\n"
+            "train_cfg = dict(max_iters=2, val_interval=2)\n"
+            "train_dataloader = dict(batch_size=2)\n"
             "val_dataloader = val_cfg = val_evaluator = None\n"
-            "default_hooks = dict(checkpoint=dict(interval=4))\n")
+            "default_hooks = dict(checkpoint=dict(interval=2))\n")
     return folder
 
 
