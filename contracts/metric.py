@@ -293,9 +293,9 @@ def _result(gt: GroundTruth, num_dets: np.ndarray, out_class: np.ndarray, out_sc
     n_classes = len(gt.mids)
     order = grouped_order(out_class, n_classes, -out_score)
     entry_tp = out_tp[order]
-    class_end = np.cumsum(np.bincount(out_class, minlength=n_classes))
-    ap = _average_precisions(entry_tp, class_end - np.bincount(out_class, minlength=n_classes), class_end,
-                             gt.num_gt)
+    entries_per_class = np.bincount(out_class, minlength=n_classes)
+    class_end = np.cumsum(entries_per_class)
+    ap = _average_precisions(entry_tp, class_end - entries_per_class, class_end, gt.num_gt)
     per_class = pd.DataFrame({"MID": gt.mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
                               "num_dets": np.asarray(num_dets, np.int64)})
     with_gt = gt.num_gt > 0

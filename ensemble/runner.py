@@ -19,20 +19,20 @@ from joblib import Parallel, delayed
 from numba import njit
 from tqdm import tqdm
 
-from contracts.arrays import counting_order
+from contracts.arrays import counting_order, sort_segments
 from contracts.classes import read_classes
 from contracts.expansion import Relatives
 from contracts.hierarchy import Hierarchy
 from contracts.predictions import BOX_COLUMNS, COLUMNS, SCHEMA, check_columns, input_files
 
 from .recipe import Recipe, expand_placeholders, fuse
+from .suppression import suppress_images
 from .wbf import fuse_images
 
 # one prediction row: image and class numbers (positions in the sorted ImageID and MID lists), score, x1 y1 x2 y2
 RECORD = np.dtype([("image", "<i4"), ("label", "<i4"), ("score", "<f4"), ("box", "<f4", (4,))])
 _BATCH_ROWS = 1 << 18
 _FLUSH_ROWS = 1 << 20
-_FUSE_IMAGES = 8  # images per call of the NMS family: (image, class) labels; small calls keep arrays in cache
 
 
 @dataclass(frozen=True)
@@ -112,17 +112,70 @@ def _before(i, j, score, label, boxes):
 
 
 @njit(cache=True)
-def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_thr, max_per_image, indptr, indices):
+def _writable(order, lo, hi, score, label, score_thr, max_per_image, indptr, out, k):
+    """Into ``out`` from position ``k``, in any order, those of one image's boxes ``order[lo:hi]`` that can be
+    written: float32 score >= ``score_thr`` and, when their rows (each box with its ancestor copies) outnumber
+    ``max_per_image`` (-1: no cap), only those scoring at least as high as the box whose rows reach the cap (a
+    weighted quickselect). Returns the end of what was written."""
+    first, total = k, 0
+    for p in range(lo, hi):
+        i = order[p]
+        if np.float64(np.float32(score[i])) >= score_thr:  # as written: float32
+            out[k] = i
+            k += 1
+            total += 1 + indptr[label[i] + 1] - indptr[label[i]]
+    if max_per_image < 0 or total <= max_per_image:
+        return k
+    if max_per_image == 0:
+        return first
+    need, a, b = max_per_image, first, k  # the box reaching the cap is in out[a:b]; out[first:a] score higher
+    while True:
+        x, y, z = score[out[a]], score[out[(a + b) // 2]], score[out[b - 1]]
+        pivot = max(min(x, y), min(max(x, y), z))  # the median of three
+        above, below, t = a, b, a  # partition out[a:b]: > pivot, == pivot, < pivot
+        while t < below:
+            i = out[t]
+            if score[i] > pivot:
+                out[t], out[above] = out[above], i
+                above += 1
+                t += 1
+            elif score[i] < pivot:
+                below -= 1
+                out[t], out[below] = out[below], i
+            else:
+                t += 1
+        rows_above, rows_equal = 0, 0
+        for t in range(a, below):
+            c = label[out[t]]
+            if t < above:
+                rows_above += 1 + indptr[c + 1] - indptr[c]
+            else:
+                rows_equal += 1 + indptr[c + 1] - indptr[c]
+        if rows_above >= need:
+            b = above
+        elif rows_above + rows_equal >= need:
+            return below
+        else:
+            need -= rows_above + rows_equal
+            a = below
+
+
+@njit(cache=True)
+def _output_rows(boxes, score, image, label, wanted, n_images, score_thr, max_per_image, indptr, indices):
     """The output rows of fused boxes (K, 4) float64, scores (K,) float64, images (K,) (in ``0 .. n_images - 1``)
-    and classes (K,), given ``by_score`` (K,), an order by descending score (any among equal scores): per image in
-    ``_before`` order, those whose float32 score is >= ``score_thr``, each followed by its ancestor copies
-    (``Relatives``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no cap), of those
-    only the (image, class) pairs ``wanted`` marks ((I, C) bool; (0, 0): all). Returns each row's image, class,
-    score (float32) and box (float32)."""
-    n = score.size
-    order, start = counting_order(image, n_images, by_score)  # each image's boxes by descending score
+    and classes (K,): per image in ``_before`` order, those whose float32 score is >= ``score_thr``, each followed
+    by its ancestor copies (``Relatives``'s CSR ``indptr``, ``indices``), cut after ``max_per_image`` rows (-1: no
+    cap), of those only the (image, class) pairs ``wanted`` marks ((I, C) bool; (0, 0): all). Returns each row's
+    image, class, score (float32) and box (float32)."""
+    by_image, image_start = counting_order(image, n_images, np.arange(score.size))
+    order, start = np.empty(score.size, np.int64), np.zeros(n_images + 1, np.int64)
+    for g in range(n_images):  # only the boxes that can be written are sorted
+        start[g + 1] = _writable(by_image, image_start[g], image_start[g + 1], score, label, score_thr,
+                                 max_per_image, indptr, order, start[g])
+    descending = -score
+    sort_segments(order, start, descending, descending, False)  # each image's boxes by descending score
     capacity = 0
-    for i in range(n):
+    for i in order[:start[-1]]:
         capacity += 1 + indptr[label[i] + 1] - indptr[label[i]]
     out_image = np.empty(capacity, np.int32)
     out_label = np.empty(capacity, np.int32)
@@ -148,8 +201,6 @@ def _output_rows(boxes, score, image, label, by_score, wanted, n_images, score_t
         written = 0
         for t in range(hi - lo):
             i = rows[t]
-            if not np.float64(np.float32(score[i])) >= score_thr:  # as written: float32
-                continue
             c = label[i]
             for a in range(indptr[c + 1] - indptr[c] + 1):  # the box, then its ancestors
                 if written == max_per_image:
@@ -186,9 +237,8 @@ def _fusion_error(fusion: Fusion, members: tuple[int, ...], rows: list[np.ndarra
 
 def _fuse_groups(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str]):
     """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of the
-    block's images (see ``fuse_block``), each (image, class) pair fused on its own: per class group, WBF in one call
-    (``fuse_images``), the other methods one call per run of ``_FUSE_IMAGES`` images, each (image, class) pair with
-    a label of its own."""
+    block's images (see ``fuse_block``), each (image, class) pair fused on its own: per class group, one call
+    (``fuse_images`` for WBF, ``suppress_images`` for the NMS family)."""
     n_classes, n_images = len(fusion.mids), bounds.shape[1] - 1
     parts = []
     for g, members in enumerate(fusion.groups):
@@ -204,18 +254,12 @@ def _fuse_groups(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: in
                                     first) from None
             parts.append((boxes, scores, image, label))
             continue
-        for lo in range(0, n_images, _FUSE_IMAGES):
-            run = _runs(rows, bounds, members, take, lo, min(lo + _FUSE_IMAGES, n_images))
-            if not any(len(r) for r in run):
-                continue
-            try:
-                boxes, scores, labels = fuse(fusion.method, fusion.params, [r["box"] for r in run],
-                                             [r["score"] for r in run],
-                                             [(r["image"] - first - lo) * n_classes + r["label"] for r in run], weights)
-            except ValueError:
-                raise _fusion_error(fusion, members, run, image_ids, first) from None
-            image, label = np.divmod(labels.astype(np.int64), n_classes)
-            parts.append((boxes, scores, image + lo, label))
+        try:
+            parts.append(suppress_images(rows["box"], rows["score"], rows["label"], bounds[list(members)], n_classes,
+                                         weights, fusion.method, take=take, **fusion.params))
+        except ValueError:
+            raise _fusion_error(fusion, members, _runs(rows, bounds, members, take, 0, n_images), image_ids,
+                                first) from None
     if not parts:
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     return tuple(np.concatenate(column) for column in zip(*parts))
@@ -236,11 +280,11 @@ def fuse_block(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: int,
     each fused box followed by its ancestor copies) and I. ``wanted`` (I, C) bool keeps only the rows of the marked
     (image, class) pairs (the cap still counts every row)."""
     boxes, scores, image, label = _fuse_groups(fusion, np.asarray(rows), bounds, first, image_ids)
-    scores = scores.astype(np.float64)
+    scores = np.asarray(scores, np.float64)
     n_images = bounds.shape[1] - 1
     image, label, score, box = _output_rows(
-        boxes, scores, image, label, np.argsort(-scores), np.ones((0, 0), bool) if wanted is None else wanted,
-        n_images, float(fusion.score_thr), -1 if fusion.max_per_image is None else fusion.max_per_image,
+        boxes, scores, image, label, np.ones((0, 0), bool) if wanted is None else wanted, n_images,
+        float(fusion.score_thr), -1 if fusion.max_per_image is None else fusion.max_per_image,
         fusion.expansion.indptr, fusion.expansion.indices)
     out = np.empty(len(image), RECORD)
     out["image"] = first + image

@@ -132,9 +132,15 @@ class Evaluator:
         self.gt_image = pd.Index(self.gt.image_ids).get_indexer(self.images)
         self.gt_class = pd.Index(self.gt.mids).get_indexer(self.mids)
         self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.mids)
-        # the workers match each block against its part of the ground truth; matching reads neither the ImageIDs
-        # nor the source rows, which stay here
-        self._matched = replace(self.gt, image_ids=self.gt.image_ids[:0], box_row=None)
+        # the workers match each block against its part of the ground truth, the same in every trial; matching
+        # reads neither the ImageIDs nor the source rows, which stay here
+        matched = replace(self.gt, image_ids=self.gt.image_ids[:0], box_row=None)
+        self._blocks = []
+        for first in range(0, len(self.images), self.block_images):
+            stop = min(first + self.block_images, len(self.images))
+            known = self.gt_image[first:stop][self.gt_image[first:stop] >= 0]
+            part = matched.of_images(*((known.min(), known.max() + 1) if len(known) else (0, 0)))
+            self._blocks.append((first, stop, part))
 
     def __enter__(self) -> Evaluator:
         self._parallel.__enter__()
@@ -145,13 +151,10 @@ class Evaluator:
         self._spill.cleanup()
 
     def _tasks(self, fusion: Fusion, members: Sequence[int]):
-        for first in range(0, len(self.images), self.block_images):
-            stop = min(first + self.block_images, len(self.images))
-            gt_image = self.gt_image[first:stop]
-            known = gt_image[gt_image >= 0]
-            part = self._matched.of_images(*((known.min(), known.max() + 1) if len(known) else (0, 0)))
+        for first, stop, part in self._blocks:
             yield delayed(_score_block)(fusion, self.records, self.bounds[list(members), first:stop + 1], first,
-                                        self.images[first:stop], gt_image, self.gt_class, self.class_of_gt, part)
+                                        self.images[first:stop], self.gt_image[first:stop], self.gt_class,
+                                        self.class_of_gt, part)
 
     def _entries(self, recipe: Recipe, members: Sequence[int]) -> list[Entries]:
         fusion = make_fusion(recipe, self.mids, [self.covered[m] for m in members], self.expansion)

@@ -15,6 +15,9 @@ scalar ``exp`` can differ from it in the last bit, which reorders near-ties).
 An addition: the keyword-only ``skip_box_thr`` drops boxes whose raw score is below it, before weighting (default
 None: none, as ensemble-boxes).
 
+``suppress_images`` is the ensemble runner's entry: any of these functions on every (image, label) of many images
+in one call, image by image in a numba kernel; each pair gets exactly what the function gives for its rows alone.
+
 Differences from ensemble-boxes 1.0.9:
 - Soft-NMS (methods 1 and 2) returns the *decayed* scores of the kept boxes, as Soft-NMS is defined (Bodla et
   al., 2017); ensemble-boxes keeps the same boxes in the same order but returns their original scores;
@@ -24,6 +27,7 @@ Differences from ensemble-boxes 1.0.9:
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,41 +47,53 @@ def _f32(x, in_float32):
 
 
 @njit(cache=True)
+def _area(x1, y1, x2, y2, in_float32):
+    """A box's area, computed in float32 for float32 input, as ensemble-boxes does."""
+    return _f32(_f32(x2 - x1, in_float32) * _f32(y2 - y1, in_float32), in_float32)
+
+
+@njit(cache=True)
+def _clean_box(x1, y1, x2, y2, in_float32):
+    """One box clipped to [0, 1], its corners ordered, and whether its area (``_area``) is not 0."""
+    x1, y1, x2, y2 = min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0), min(max(x2, 0.0), 1.0), min(max(y2, 0.0), 1.0)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    y1, y2 = min(y1, y2), max(y1, y2)
+    return x1, y1, x2, y2, _area(x1, y1, x2, y2, in_float32) != 0
+
+
+@njit(cache=True)
 def _clean(boxes, in_float32):
     """Clip to [0, 1] and order the corners of each box; returns the cleaned boxes and the rows of those whose
-    area (computed in float32 for float32 input, as ensemble-boxes does) is not 0."""
-    out = boxes.copy()
+    area is not 0."""
+    out = np.empty_like(boxes)
     rows = np.empty(boxes.shape[0], np.int64)
     n = 0
     for i in range(boxes.shape[0]):
-        for k in range(4):
-            out[i, k] = min(max(out[i, k], 0.0), 1.0)
-        out[i, 0], out[i, 2] = min(out[i, 0], out[i, 2]), max(out[i, 0], out[i, 2])
-        out[i, 1], out[i, 3] = min(out[i, 1], out[i, 3]), max(out[i, 1], out[i, 3])
-        width = _f32(out[i, 2] - out[i, 0], in_float32)
-        height = _f32(out[i, 3] - out[i, 1], in_float32)
-        if _f32(width * height, in_float32) != 0:
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3], nonzero = _clean_box(boxes[i, 0], boxes[i, 1], boxes[i, 2],
+                                                                         boxes[i, 3], in_float32)
+        if nonzero:
             rows[n] = i
             n += 1
     return out, rows[:n]
 
 
 @njit(cache=True)
-def _hard_nms(boxes, scores, iou_thr, in_float32):
-    """Greedy NMS of one label's boxes: positions kept, in selection order (descending score).
+def _survives(boxes, areas, i, k, iou_thr, in_float32):
+    """Whether kept box i leaves box k alive: their IoU is <= ``iou_thr``. The IoU follows the operand types of
+    ensemble-boxes' numba kernel: coordinates and areas in the boxes' dtype (float64 holding float32 values when
+    ``in_float32``), clipped extents and the ratio in float64."""
+    inter_w = max(0.0, _f32(min(boxes[i, 2], boxes[k, 2]) - max(boxes[i, 0], boxes[k, 0]), in_float32))
+    inter_h = max(0.0, _f32(min(boxes[i, 3], boxes[k, 3]) - max(boxes[i, 1], boxes[k, 1]), in_float32))
+    inter = inter_w * inter_h
+    return inter / (_f32(areas[i] + areas[k], in_float32) - inter) <= iou_thr
 
-    boxes: (n, 4) float64 (float32 values when ``in_float32``), scores: (n,) float64. The IoU follows the operand
-    types of ensemble-boxes' numba kernel: coordinates and areas in the boxes' dtype, clipped extents and the ratio
-    in float64. Boxes with equal scores are visited in the order of numba's ``argsort``, as there."""
-    n = boxes.shape[0]
-    areas = np.empty(n)
-    for i in range(n):
-        areas[i] = _f32(_f32(boxes[i, 2] - boxes[i, 0], in_float32) * _f32(boxes[i, 3] - boxes[i, 1], in_float32),
-                        in_float32)
-    alive = np.argsort(scores)[::-1].copy()
-    keep = np.empty(n, np.int64)
+
+@njit(cache=True)
+def _select(boxes, areas, alive, keep, iou_thr, in_float32):
+    """Greedy NMS visiting ``alive`` (n,) (positions, by descending score; overwritten) in order: writes the kept
+    positions, in selection order, into ``keep`` and returns their number."""
     n_keep = 0
-    n_alive = n
+    n_alive = alive.size
     while n_alive > 0:
         i = alive[0]
         keep[n_keep] = i
@@ -85,14 +101,72 @@ def _hard_nms(boxes, scores, iou_thr, in_float32):
         n_next = 0
         for q in range(1, n_alive):
             k = alive[q]
-            inter_w = max(0.0, _f32(min(boxes[i, 2], boxes[k, 2]) - max(boxes[i, 0], boxes[k, 0]), in_float32))
-            inter_h = max(0.0, _f32(min(boxes[i, 3], boxes[k, 3]) - max(boxes[i, 1], boxes[k, 1]), in_float32))
-            inter = inter_w * inter_h
-            if inter / (_f32(areas[i] + areas[k], in_float32) - inter) <= iou_thr:
+            if _survives(boxes, areas, i, k, iou_thr, in_float32):
                 alive[n_next] = k
                 n_next += 1
         n_alive = n_next
-    return keep[:n_keep]
+    return n_keep
+
+
+@njit(cache=True)
+def _greedy(boxes, areas, scores, alive, keep, iou_thr, in_float32):
+    """Greedy NMS without sorting: each step keeps the highest score left, found while the boxes it leaves alive
+    are gathered. Returns the number of kept positions written into ``keep``, or -1 as soon as a step finds its
+    highest score twice (the order among equal scores then decides; see ``_suppress``)."""
+    n = scores.size
+    top, tied = 0, False
+    for k in range(1, n):
+        if scores[k] > scores[top]:
+            top, tied = k, False
+        elif scores[k] == scores[top]:
+            tied = True
+    for k in range(n):
+        alive[k] = k
+    n_alive, n_keep = n, 0
+    while not tied:
+        keep[n_keep] = top
+        n_keep += 1
+        n_next, best = 0, -1
+        for q in range(n_alive):
+            k = alive[q]
+            if k != top and _survives(boxes, areas, top, k, iou_thr, in_float32):
+                alive[n_next] = k
+                n_next += 1
+                if best < 0 or scores[k] > scores[best]:
+                    best, tied = k, False
+                elif scores[k] == scores[best]:
+                    tied = True
+        if n_next == 0:
+            return n_keep
+        n_alive, top = n_next, best
+    return -1
+
+
+@njit(cache=True)
+def _suppress(boxes, areas, scores, alive, keep, iou_thr, in_float32):
+    """Greedy NMS of one label's boxes (n, 4), areas (n,) and scores (n,): writes the kept positions, in selection
+    order, into ``keep`` (n,) and returns their number; alive (n,): work space. Boxes with equal scores are visited
+    in the order of numba's ``argsort``, as ensemble-boxes does; while each step's highest score is unique, that
+    order does not matter and no sort is needed."""
+    n_keep = _greedy(boxes, areas, scores, alive, keep, iou_thr, in_float32)
+    if n_keep >= 0:
+        return n_keep
+    alive[:] = np.argsort(scores)[::-1]
+    return _select(boxes, areas, alive, keep, iou_thr, in_float32)
+
+
+@njit(cache=True)
+def _hard_nms(boxes, scores, iou_thr, in_float32):
+    """Greedy NMS of one label's boxes (``_suppress``): positions kept, in selection order (descending score).
+
+    boxes: (n, 4) float64 (float32 values when ``in_float32``), scores: (n,) float64."""
+    n = boxes.shape[0]
+    areas = np.empty(n)
+    for i in range(n):
+        areas[i] = _area(boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3], in_float32)
+    alive = np.empty(n, np.int64)
+    keep = np.empty(n, np.int64)
+    return keep[:_suppress(boxes, areas, scores, alive, keep, iou_thr, in_float32)]
 
 
 @njit(cache=True)
@@ -203,6 +277,102 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
     return kept_rows[:n_kept], kept_scores[:n_kept]
 
 
+@njit(cache=True)
+def _gather_images(boxes, scores, labels, bounds, most, take, skip_box_thr, weights, weight_sum, hard, iou_thr,
+                   in_float32):
+    """Each image's boxes, one image at a time (its boxes stay in cache), grouped by (image, label).
+
+    boxes (N, 4), scores (N,), labels (N,) ints: rows of M models, those of model m and image i at
+    ``bounds[m, i]:bounds[m, i + 1]``, at most ``most`` per image; take (L,) bool: the labels read (rows of others
+    are left out); rows whose raw score is below ``skip_box_thr`` are dropped, the others cleaned (``_clean_box``;
+    zero-area boxes dropped) and scored ``score * weights[m] / weight_sum`` (float64). Each (image, label) group
+    holds its rows in input order (model by model) or, with ``hard``, those greedy NMS at ``iou_thr`` keeps, in
+    selection order.
+
+    Returns the groups' boxes (K, 4) float64, scores (K,), image (K,) and label (K,), the groups' starts (P + 1,),
+    and the first row read whose box holds NaN or whose score is not finite (-1: none)."""
+    n_models, n_images = bounds.shape[0], bounds.shape[1] - 1
+    n = 0
+    for m in range(n_models):
+        n += bounds[m, -1] - bounds[m, 0]
+    out_boxes = np.empty((n, 4))
+    out_scores = np.empty(n)
+    starts = np.zeros(n + 1, np.int64)
+    out_image = np.empty(n, np.int64)
+    out_label = np.empty(n, np.int64)
+    # one image's boxes, as read (group: number by first appearance), then by group
+    box = np.empty((most, 4))
+    score = np.empty(most)
+    group = np.empty(most, np.int64)
+    grouped_boxes = np.empty((most, 4))
+    grouped_scores = np.empty(most)
+    areas = np.empty(most)
+    fill = np.empty(most + 1, np.int64)
+    label_of_group = np.empty(most, np.int64)
+    group_of_label = np.full(take.size, -1, np.int64)
+    alive = np.empty(most, np.int64)
+    keep = np.empty(most, np.int64)
+    n_out, n_groups_out = 0, 0
+    for i in range(n_images):
+        k, n_groups = 0, 0
+        for m in range(n_models):
+            for r in range(bounds[m, i], bounds[m, i + 1]):
+                label = labels[r]
+                if not take[label]:
+                    continue
+                x1, y1, x2, y2 = (np.float64(boxes[r, 0]), np.float64(boxes[r, 1]), np.float64(boxes[r, 2]),
+                                  np.float64(boxes[r, 3]))
+                if np.isnan(x1) or np.isnan(y1) or np.isnan(x2) or np.isnan(y2) or not np.isfinite(scores[r]):
+                    return out_boxes[:0], out_scores[:0], out_image[:0], out_label[:0], starts[:1], r
+                if scores[r] < skip_box_thr:
+                    continue
+                x1, y1, x2, y2, nonzero = _clean_box(x1, y1, x2, y2, in_float32)
+                if not nonzero:
+                    continue
+                box[k, 0], box[k, 1], box[k, 2], box[k, 3] = x1, y1, x2, y2
+                score[k] = np.float64(scores[r]) * weights[m] / weight_sum
+                if group_of_label[label] < 0:
+                    group_of_label[label] = n_groups
+                    label_of_group[n_groups] = label
+                    n_groups += 1
+                group[k] = group_of_label[label]
+                k += 1
+        # counting sort by group, stable: each group's rows in input order
+        fill[:n_groups + 1] = 0
+        for j in range(k):
+            fill[group[j] + 1] += 1
+        for g in range(n_groups):
+            fill[g + 1] += fill[g]
+            group_of_label[label_of_group[g]] = -1
+        for j in range(k):
+            at = fill[group[j]]
+            fill[group[j]] += 1
+            for c in range(4):
+                grouped_boxes[at, c] = box[j, c]
+            grouped_scores[at] = score[j]
+            areas[at] = _area(box[j, 0], box[j, 1], box[j, 2], box[j, 3], in_float32)
+        lo = 0
+        for g in range(n_groups):
+            hi = fill[g]  # the end of group g, after the fill
+            size = hi - lo
+            selected = hard and size > 1
+            if selected:
+                size = _suppress(grouped_boxes[lo:hi], areas[lo:hi], grouped_scores[lo:hi], alive[:size], keep,
+                                 iou_thr, in_float32)
+            for q in range(size):
+                j = lo + (keep[q] if selected else q)
+                for c in range(4):
+                    out_boxes[n_out, c] = grouped_boxes[j, c]
+                out_scores[n_out] = grouped_scores[j]
+                out_image[n_out] = i
+                out_label[n_out] = label_of_group[g]
+                n_out += 1
+            n_groups_out += 1
+            starts[n_groups_out] = n_out
+            lo = hi
+    return out_boxes[:n_out], out_scores[:n_out], out_image[:n_out], out_label[:n_out], starts[:n_groups_out + 1], -1
+
+
 def _concat(boxes_list, scores_list, labels_list, weights, skip_box_thr):
     """Check, filter by raw score, weight and concatenate the models; then clean the boxes."""
     per_model = model_arrays(boxes_list, scores_list, labels_list)
@@ -223,12 +393,32 @@ def _concat(boxes_list, scores_list, labels_list, weights, skip_box_thr):
     return cleaned[rows].astype(boxes.dtype), np.concatenate(scores)[rows], np.concatenate(labels)[rows]
 
 
+def _compared(value, dtype: np.dtype) -> float:
+    """``value`` as numpy compares it with an array of ``dtype`` (a Python float in that dtype, under numpy 2)."""
+    return float(np.asarray(value, dtype=np.result_type(dtype, value)))
+
+
+def _soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
+    """The Soft-NMS pass over groups of rows: boxes (N, 4) and scores (N,) float64, group g at
+    ``starts[g]:starts[g + 1]``; thresh: as compared (``_compared``). Returns the kept rows (K,) and their decayed
+    scores (K,) float64."""
+    rows = np.arange(len(scores))
+    pair_starts, second, iou = _overlaps(boxes, rows, starts)
+    # ensemble-boxes' decay expressions, vectorised as there so that np.exp gives the same bits
+    if soft_method == _GAUSSIAN:
+        decay = np.exp(-(iou * iou) / float(sigma))
+    else:  # 1 - iou where iou > soft_iou_thr, else 1: a decay of 1 changes no score, those pairs are left out
+        above = iou > float(soft_iou_thr)
+        first = np.repeat(np.arange(len(scores)), np.diff(pair_starts))[above]
+        pair_starts = np.concatenate([[0], np.cumsum(np.bincount(first, minlength=len(scores)))])
+        second, decay = second[above], 1.0 - iou[above]
+    return _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_float32)
+
+
 def _run(boxes_list, scores_list, labels_list, weights, skip_box_thr, hard_iou_thr=None, soft_method=0,
          soft_iou_thr=0.5, sigma=0.5, thresh=0.001):
     """Suppression with a hard pass at ``hard_iou_thr`` (None: none) and a Soft-NMS pass (``soft_method`` 0:
-    none)."""
-    if soft_method == _GAUSSIAN and not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    none), as ``_passes`` gives them."""
     boxes, scores, labels = _concat(boxes_list, scores_list, labels_list, weights, skip_box_thr)
     # labels in ascending order (np.unique's, as ensemble-boxes), each label's rows in input order
     _, group = np.unique(labels, return_inverse=True)
@@ -240,17 +430,9 @@ def _run(boxes_list, scores_list, labels_list, weights, skip_box_thr, hard_iou_t
         rows, starts = _hard_pass(boxes64, scores64, rows, starts, float(hard_iou_thr), boxes.dtype == np.float32)
     if not soft_method:
         return boxes[rows], scores[rows], labels[rows]
-    pair_starts, second, iou = _overlaps(boxes64, rows, starts)
-    # ensemble-boxes' decay expressions, vectorised as there so that np.exp gives the same bits
-    if soft_method == _GAUSSIAN:
-        decay = np.exp(-(iou * iou) / float(sigma))
-    else:
-        decay = np.where(iou > float(soft_iou_thr), 1.0 - iou, 1.0)
-    # `scores > thresh` compares in the scores' dtype under numpy 2 when thresh is a Python float
-    thresh = float(np.asarray(thresh, dtype=np.result_type(scores.dtype, thresh)))
-    kept, kept_scores = _soft_pass(scores64, rows, starts, pair_starts, second, decay, thresh,
-                                   scores.dtype == np.float32)
-    return boxes[kept], kept_scores.astype(scores.dtype), labels[kept]
+    kept, kept_scores = _soft(boxes64[rows], scores64[rows], starts, soft_method, soft_iou_thr, sigma,
+                              _compared(thresh, scores.dtype), scores.dtype == np.float32)
+    return boxes[rows[kept]], kept_scores.astype(scores.dtype), labels[rows[kept]]
 
 
 def _method_number(method: str | int, allowed: tuple[str, ...]) -> int:
@@ -260,6 +442,27 @@ def _method_number(method: str | int, allowed: tuple[str, ...]) -> int:
     if number not in names:
         raise ValueError(f"method must be one of {list(allowed)} (or {sorted(names)}), got {method!r}")
     return int(number)
+
+
+def _soft_passes(method: int, soft_iou_thr: float, sigma: float, thresh: float) -> dict:
+    """``_run``'s Soft-NMS settings."""
+    if method == _GAUSSIAN and not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    return {"soft_method": method, "soft_iou_thr": soft_iou_thr, "sigma": sigma, "thresh": thresh}
+
+
+def _method_passes(method: int | str, iou_thr: float, sigma: float, thresh: float) -> dict:
+    """``_run``'s settings for ``nms_method``'s parameters."""
+    method = _method_number(method, ("linear", "gaussian", "hard"))
+    if method == _HARD:
+        return {"hard_iou_thr": iou_thr}
+    return _soft_passes(method, iou_thr, sigma, thresh)
+
+
+def _adj_passes(iou_thr: float, soft_iou_thr: float, sigma: float, thresh: float, method: int | str) -> dict:
+    """``_run``'s settings for ``adj_nms``'s parameters."""
+    return {"hard_iou_thr": iou_thr,
+            **_soft_passes(_method_number(method, ("linear", "gaussian")), soft_iou_thr, sigma, thresh)}
 
 
 def nms_method(boxes: Sequence, scores: Sequence, labels: Sequence, method: int | str = 3, iou_thr: float = 0.5,
@@ -272,11 +475,7 @@ def nms_method(boxes: Sequence, scores: Sequence, labels: Sequence, method: int 
     selected one by ``exp(-iou**2 / sigma)``; 1 ('linear') by ``1 - iou`` where iou > ``iou_thr``. Soft-NMS keeps
     the boxes whose decayed score is > ``thresh`` and returns those scores.
     Returns the kept ``boxes`` (K, 4), ``scores`` (K,), ``labels`` (K,)."""
-    method = _method_number(method, ("linear", "gaussian", "hard"))
-    if method == _HARD:
-        return _run(boxes, scores, labels, weights, skip_box_thr, hard_iou_thr=iou_thr)
-    return _run(boxes, scores, labels, weights, skip_box_thr, soft_method=method, soft_iou_thr=iou_thr, sigma=sigma,
-                thresh=thresh)
+    return _run(boxes, scores, labels, weights, skip_box_thr, **_method_passes(method, iou_thr, sigma, thresh))
 
 
 def nms(boxes: Sequence, scores: Sequence, labels: Sequence, iou_thr: float = 0.5,
@@ -307,6 +506,73 @@ def adj_nms(boxes: Sequence, scores: Sequence, labels: Sequence, iou_thr: float 
     Soft-NMS pass (see ``nms_method``; 'linear' decays by ``1 - iou`` above ``soft_iou_thr``, 'gaussian' by
     ``exp(-iou**2 / sigma)``). The defaults are starting points, to be tuned on validation.
     Returns ``boxes``, ``scores`` (decayed), ``labels``."""
-    return _run(boxes, scores, labels, weights, skip_box_thr, hard_iou_thr=iou_thr,
-                soft_method=_method_number(method, ("linear", "gaussian")), soft_iou_thr=soft_iou_thr, sigma=sigma,
-                thresh=thresh)
+    return _run(boxes, scores, labels, weights, skip_box_thr,
+                **_adj_passes(iou_thr, soft_iou_thr, sigma, thresh, method))
+
+
+_FUNCTIONS = {"nms": nms, "soft_nms": soft_nms, "nms_method": nms_method, "adj_nms": adj_nms}
+_SOFT_CHUNK_ROWS = 8192  # suppress_images' Soft-NMS pass runs over about this many boxes at a time
+
+
+def _passes(function: str, params: dict) -> dict:
+    """``_run``'s settings, skip_box_thr included, for the function named ``function`` called with ``params``
+    (its keyword arguments, weights excepted)."""
+    if function not in _FUNCTIONS:
+        raise ValueError(f"function must be one of {sorted(_FUNCTIONS)}, got {function!r}")
+    if "weights" in params:
+        raise ValueError("weights are an argument of their own, not a parameter")
+    try:
+        bound = inspect.signature(_FUNCTIONS[function]).bind(None, None, None, **params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for {function}: {e}") from None
+    bound.apply_defaults()
+    p = bound.arguments
+    if function == "adj_nms":
+        passes = _adj_passes(p["iou_thr"], p["soft_iou_thr"], p["sigma"], p["thresh"], p["method"])
+    elif function == "nms":
+        passes = {"hard_iou_thr": p["iou_thr"]}
+    else:
+        passes = _method_passes(p["method"], p["iou_thr"], p["sigma"], p["thresh"])
+    return {"skip_box_thr": p["skip_box_thr"], **passes}
+
+
+def suppress_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, bounds: np.ndarray, n_labels: int,
+                    weights: Sequence[float], function: str, *, take: np.ndarray | None = None,
+                    **params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``function`` ('nms', 'soft_nms', 'nms_method' or 'adj_nms') with ``params`` on each (image, label) of many
+    images, in one call: the ensemble runner's entry.
+
+    boxes (N, 4), scores (N,) (floats) and labels (N,) (ints in [0, n_labels)) hold rows of M models, those of
+    model m and image i at ``bounds[m, i]:bounds[m, i + 1]`` ((M, I + 1) ints; other rows are not read); weights:
+    (M,), taken as float64; take: (n_labels,) bool, the labels to fuse (None: all). Returns the kept boxes (K, 4)
+    (in the boxes' dtype), scores (K,) float64, and the image (K,) and label (K,) int64 of each: for every (image,
+    label), the boxes and scores that ``function`` returns for those rows alone with these weights, in the same
+    order (pairs in no particular order). ValueError where it raises."""
+    passes = _passes(function, params)
+    n_models = bounds.shape[0]
+    weights = model_weights(weights, n_models).astype(np.float64)
+    bounds = np.ascontiguousarray(bounds, np.int64)
+    take = np.ones(n_labels, bool) if take is None else np.asarray(take, bool)
+    skip_box_thr = -np.inf if passes["skip_box_thr"] is None else _compared(passes["skip_box_thr"], scores.dtype)
+    hard = passes.get("hard_iou_thr") is not None
+    most = int(np.diff(bounds).sum(axis=0).max(initial=0))  # rows of the largest image
+    kept_boxes, kept_scores, image, label, starts, bad = _gather_images(
+        boxes, scores, labels, bounds, most, take, skip_box_thr, weights, float(weights.sum()), hard,
+        float(passes["hard_iou_thr"]) if hard else 0.0, boxes.dtype == np.float32)
+    if bad >= 0:
+        model = int(np.flatnonzero(((bounds[:, :-1] <= bad) & (bad < bounds[:, 1:])).any(axis=1))[0])
+        problem = "boxes contain NaN" if np.isnan(boxes[bad]).any() else f"scores must be finite, got {scores[bad]}"
+        raise ValueError(f"model {model}: {problem}")
+    if passes.get("soft_method"):  # by chunks of whole groups, whose pairs stay in cache
+        cuts = np.unique(np.r_[np.searchsorted(starts, np.arange(0, starts[-1], _SOFT_CHUNK_ROWS)), len(starts) - 1])
+        kept, decayed = [np.zeros(0, np.int64)], [np.zeros(0)]
+        for a, z in zip(cuts[:-1], cuts[1:]):
+            lo, hi = starts[a], starts[z]
+            rows, chunk_scores = _soft(kept_boxes[lo:hi], kept_scores[lo:hi], starts[a:z + 1] - lo,
+                                       passes["soft_method"], passes["soft_iou_thr"], passes["sigma"],
+                                       float(passes["thresh"]), False)
+            kept.append(rows + lo)
+            decayed.append(chunk_scores)
+        kept, kept_scores = np.concatenate(kept), np.concatenate(decayed)
+        kept_boxes, image, label = kept_boxes[kept], image[kept], label[kept]
+    return kept_boxes.astype(boxes.dtype), kept_scores, image, label

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from contracts.arrays import counting_order
+from contracts.arrays import counting_order, sort_segments
 
 from ._inputs import model_arrays, model_weights
 
@@ -199,34 +199,22 @@ def _label_groups(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[inverse.ravel()], len(first_seen)
 
 
-_INSERTION_SORT_MAX = 32  # label groups up to this size are sorted by insertion, larger ones by numba's argsort
-
-
 @njit(cache=True)
 def _processing_order(group, n_groups, keys):
     """The order in which boxes are clustered: label groups by first appearance, keys descending in each.
 
     group: (N,) label group of each box (numbered by first appearance); keys: (N,) float64. Returns ``order`` (N,)
     (box indices), ``group_starts`` (G + 1,) and ``tied`` (G,) bool: groups holding equal keys, whose order among
-    the ties the caller must settle (here it is unspecified). Each group is sorted on its own: groups are small."""
+    the ties the caller must settle (here it is unspecified)."""
     order, group_starts = counting_order(group, n_groups, np.arange(group.size))
+    descending = -keys
+    sort_segments(order, group_starts, descending, descending, False)
     tied = np.zeros(n_groups, np.bool_)
     for g in range(n_groups):
-        lo, hi = group_starts[g], group_starts[g + 1]
-        if hi - lo > _INSERTION_SORT_MAX:
-            members = order[lo:hi].copy()
-            order[lo:hi] = members[np.argsort(-keys[members])]
-        else:
-            for p in range(lo + 1, hi):
-                item = order[p]
-                q = p
-                while q > lo and keys[order[q - 1]] < keys[item]:
-                    order[q] = order[q - 1]
-                    q -= 1
-                order[q] = item
-        for p in range(lo + 1, hi):
+        for p in range(group_starts[g] + 1, group_starts[g + 1]):
             if keys[order[p]] == keys[order[p - 1]]:
                 tied[g] = True
+                break
     return order, group_starts, tied
 
 
@@ -236,8 +224,9 @@ def _walk_group(boxes, keys, box_weights, order, lo, hi, first, state, count, as
 
     state: (C, _STATE) float64 per cluster, the columns named at ``_STATE``: fused box, float32 sums of
     key * coordinate, sum and maximum of keys, sum of box weights, and the float32 confidence and weight fields the
-    reference keeps; count (C,) boxes per cluster; assigned (N,) each box's cluster. Returns the number of clusters
-    after the group, or -1 when a cluster's keys summed to 0 (its fused box is undefined)."""
+    reference keeps; count (C,) boxes per cluster; assigned (N,) each box's cluster. A cluster whose keys sum to 0
+    has no fused box (the reference's is NaN): its box is set to NaN, so that no later box joins it. Returns the
+    number of clusters after the group."""
     n_clusters = first
     for p in range(lo, hi):
         j = order[p]
@@ -274,7 +263,9 @@ def _walk_group(boxes, keys, box_weights, order, lo, hi, first, state, count, as
             state[c, _KEY_MAX] = max(state[c, _KEY_MAX], key)
             state[c, _WEIGHT_SUM] += box_weights[j]
             if state[c, _KEY_SUM] == 0.0:
-                return -1
+                state[c, :4] = np.nan
+                assigned[j] = c
+                continue
             for k in range(4):
                 state[c, 4 + k] = np.float32(state[c, 4 + k] + key * boxes[j, k])
                 state[c, k] = np.float64(np.float32(state[c, 4 + k] / state[c, _KEY_SUM]))
@@ -332,8 +323,9 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
 
     boxes: (N, 4) float64, keys / box_weights: (N,) float64 (score * weight, weight), models: (N,) int64;
     order, group_starts: from ``_processing_order``; weights: (M,) float64 model weights (float32 values when
-    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64 (NaN where undefined), the group of
-    each cluster (C,) and the group whose keys summed to 0 (-1 if none; the fused box is then undefined)."""
+    ``weights_float32``). Returns fused boxes (C, 4), confidences (C,) float64, the group of each cluster (C,) and
+    the first group with a cluster whose keys sum to 0 (-1 if none). Undefined clusters have a NaN confidence: those
+    whose keys sum to 0 (their box is NaN too) and, under 'box_and_model_avg', those of zero-weight boxes only."""
     n = boxes.shape[0]
     state = np.empty((n, _STATE))
     count = np.empty(n, np.int64)
@@ -344,15 +336,18 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
         first = n_clusters
         n_clusters = _walk_group(boxes, keys, box_weights, order, group_starts[g], group_starts[g + 1], first, state,
                                  count, assigned, iou_thr, conf_code)
-        if n_clusters < 0:
-            return state[:0, :4], np.empty(0), cluster_group[:0], g
         cluster_group[first:n_clusters] = g
     present = np.zeros((n_clusters, weights.size), np.bool_)
     for j in range(n):
         present[assigned[j], models[j]] = True
     conf = np.empty(n_clusters)
     _rescale(state, count, present, weights, weights_float32, conf_code, allows_overflow, weight_sum, weight_max, conf)
-    return state[:n_clusters, :4].copy(), conf, cluster_group[:n_clusters], -1
+    zero_group = -1
+    for c in range(n_clusters - 1, -1, -1):
+        if np.isnan(state[c, 0]):
+            conf[c] = np.nan
+            zero_group = cluster_group[c]
+    return state[:n_clusters, :4].copy(), conf, cluster_group[:n_clusters], zero_group
 
 
 @njit(cache=True)
@@ -363,9 +358,9 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
     boxes (N, 4), scores (N,), labels (N,) ints: rows of M models, those of model m and image i at
     ``bounds[m, i]:bounds[m, i + 1]``; skip_box_thr: in the scores' dtype; take (L,) bool: the labels fused (rows of
     others are left out); weights (M,) float64. Returns the fused boxes (K, 4), confidences (K,), image (K,) and
-    label (K,) of the clusters, the rows with box problems and their flags (as ``_prefilter``'s), and the images
-    left out (I,) bool: those whose result depends on numpy's order among equal keys, or whose fusion fails (keys
-    summing to 0, an undefined confidence)."""
+    label (K,) of the clusters (less the undefined ones, see ``_cluster``), the rows with box problems and their
+    flags (as ``_prefilter``'s), and the images left out (I,) bool: those whose result depends on numpy's order
+    among equal keys."""
     n_models, n_images = bounds.shape[0], bounds.shape[1] - 1
     most, n = 0, 0
     for i in range(n_images):
@@ -424,18 +419,16 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
         if tied.any():
             left_out[i] = True
             continue
-        fused, conf, cluster_group, zero_group = _cluster(
+        fused, conf, cluster_group, _ = _cluster(
             clean[:k], key[:k], box_weight[:k], model[:k], order, group_starts, weights, False, conf_code, iou_thr,
             allows_overflow, weight_sum, weight_max)
-        if zero_group >= 0 or np.isnan(conf).any():
-            left_out[i] = True
-            continue
-        n_clusters = conf.size
-        out_box[n_out:n_out + n_clusters] = fused
-        out_conf[n_out:n_out + n_clusters] = conf
-        out_image[n_out:n_out + n_clusters] = i
-        out_label[n_out:n_out + n_clusters] = group_label[cluster_group]
-        n_out += n_clusters
+        for c in range(conf.size):
+            if not np.isnan(conf[c]):
+                out_box[n_out] = fused[c]
+                out_conf[n_out] = conf[c]
+                out_image[n_out] = i
+                out_label[n_out] = group_label[cluster_group[c]]
+                n_out += 1
     return (out_box[:n_out], out_conf[:n_out], out_image[:n_out], out_label[:n_out], problem_rows[:n_problems],
             problem_flags[:n_problems], left_out)
 
@@ -454,8 +447,10 @@ def fuse_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, bound
     positive; take: (n_labels,) bool, the labels to fuse (None: all). Returns the fused boxes (K, 4) and scores (K,)
     float64, and the image (K,) and label (K,) of each, in no particular order: for every (image, label), the boxes
     and scores that ``weighted_boxes_fusion`` returns for those rows alone (same warnings; ValueError where it
-    raises). Images holding equal keys in a label, whose result depends on numpy's sort, are fused by
-    ``weighted_boxes_fusion`` itself."""
+    raises), except that the clusters it finds undefined are left out instead: those whose keys sum to 0 (boxes of
+    zero score or weight only: no later box joins them) and, under 'box_and_model_avg', those of zero-weight models'
+    boxes only. Images holding equal keys in a label, whose result depends on numpy's sort, are fused by
+    ``weighted_boxes_fusion``'s own code."""
     if conf_type not in CONF_TYPES:
         raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
     weights = np.asarray(weights, np.float64)
@@ -475,13 +470,13 @@ def fuse_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, bound
         rows, within = [r[t] for r, t in zip(rows, taken)], [w[t] for w, t in zip(within, taken)]
         with warnings.catch_warnings():  # given above, for every row
             warnings.simplefilter("ignore", UserWarning)
-            run_boxes, run_scores, run_labels = weighted_boxes_fusion(
+            run_boxes, run_scores, run_labels = _weighted_boxes_fusion(
                 [boxes[r] for r in rows], [scores[r] for r in rows],
                 [w * n_labels + labels[r].astype(np.int64) for r, w in zip(rows, within)], weights, iou_thr,
-                skip_box_thr, conf_type, allows_overflow)
+                skip_box_thr, conf_type, allows_overflow, drop_undefined=True)
         position, run_label = np.divmod(run_labels.astype(np.int64), n_labels)
         parts.append((run_boxes, run_scores, run[position], run_label))
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    return parts[0] if len(parts) == 1 else tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_list: Sequence,
@@ -498,6 +493,16 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
 
     Returns float64 ``boxes`` (C, 4), ``scores`` (C,) and ``labels`` (C,), sorted by score, descending.
     """
+    return _weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr, conf_type,
+                                  allows_overflow, drop_undefined=False)
+
+
+def _weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_list: Sequence,
+                           weights: Sequence[float] | np.ndarray | None, iou_thr: float, skip_box_thr: float,
+                           conf_type: str, allows_overflow: bool,
+                           drop_undefined: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``weighted_boxes_fusion``; undefined clusters (see ``_cluster``) raise ValueError or, with
+    ``drop_undefined``, are left out."""
     if conf_type not in CONF_TYPES:
         raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
     per_model = model_arrays(boxes_list, scores_list, labels_list)
@@ -537,7 +542,10 @@ def weighted_boxes_fusion(boxes_list: Sequence, scores_list: Sequence, labels_li
         boxes, keys, box_weights, models, order, group_starts, weights.astype(np.float64),
         weights.dtype == np.float32, CONF_TYPES.index(conf_type), float(iou_thr), bool(allows_overflow),
         float(weights.sum()), float(weights.max()))
-    if zero_group >= 0:
+    if drop_undefined:
+        defined = ~np.isnan(conf)
+        fused, conf, cluster_group = fused[defined], conf[defined], cluster_group[defined]
+    elif zero_group >= 0:
         raise ValueError(f"boxes of label {labels[order[group_starts[zero_group]]]} with score * weight summing to "
                          f"0 overlap: their fused box is undefined (raise skip_box_thr above 0 to drop zero scores, "
                          f"or drop the zero-weight models)")

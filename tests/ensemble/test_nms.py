@@ -14,7 +14,7 @@ from ensemble_boxes import nms_method as reference_nms_method
 from ensemble_boxes import soft_nms as reference_soft_nms
 
 import ensemble
-from ensemble.suppression import adj_nms, nms, nms_method, soft_nms
+from ensemble.suppression import adj_nms, nms, nms_method, soft_nms, suppress_images
 
 
 def run_reference(fn, boxes, scores, labels, *args, **kwargs):
@@ -272,3 +272,140 @@ def test_soft_nms_near_tie_follows_numpy_exp():
         ref = run_reference_soft(boxes, scores, labels, sigma=sigma)
         assert_identical(ours, ref)
         assert ours[1][1] == decay  # the tie: the first in line is selected second, undecayed or decayed to d
+
+
+def images_case(rng, n_models, n_images, n_labels, n_boxes, dtype, ties=False, negative=False):
+    """Rows of several models and images in ``suppress_images``' layout: per model its images one after the other,
+    bounds (M, I + 1), and a junk row (NaN box, infinite score) between models that no bound covers. Dirty boxes
+    (reversed corners, out of [0, 1], zero area, float32-only zero area), labels absent from some models, images
+    without boxes; ``ties``: scores on a grid of a few values; ``negative``: scores shifted below 0."""
+    boxes, scores, labels, bounds = [], [], [], np.zeros((n_models, n_images + 1), np.int64)
+    at = 0
+    for m in range(n_models):
+        model_labels = rng.permutation(n_labels)[:int(rng.integers(1, n_labels + 1))]
+        for i in range(n_images):
+            b, s, _ = random_case(rng, 1, n_boxes, 1, dtype=np.float64)
+            b, s = b[0], s[0]
+            if rng.random() < 0.2:
+                b, s = b[:0], s[:0]
+            out_of_range = rng.random(len(b)) < 0.1
+            b[out_of_range] += rng.choice([-0.3, 0.3], (int(out_of_range.sum()), 1))
+            tiny = rng.random(len(b)) < 0.05  # area 1e-50: 0 in float32, not in float64
+            b[tiny] = [0.0, 0.0, 1e-25, 1e-25]
+            near = np.flatnonzero(rng.random(len(b)) < 0.3)[1:]  # IoU 0.5 with the box before, up to rounding
+            b[near] = b[near - 1] + (b[near - 1, 2] - b[near - 1, 0])[:, None] / 3 * [1, 0, 1, 0]
+            if ties:
+                s = rng.choice([0.1, 0.3, 0.7, 0.9], len(s))
+            boxes.append(b)
+            scores.append(s - 0.5 if negative else s)
+            labels.append(rng.choice(model_labels, len(b)))
+            at += len(b)
+            bounds[m, i + 1] = at
+        boxes.append(np.full((1, 4), np.nan))
+        scores.append(np.array([np.inf]))
+        labels.append(np.zeros(1, int))
+        at += 1
+        if m + 1 < n_models:
+            bounds[m + 1, 0] = at
+    return (np.concatenate(boxes).astype(dtype), np.concatenate(scores).astype(dtype),
+            np.concatenate(labels).astype(np.int32), bounds)
+
+
+def pair_inputs(case, i, label, skip_box_thr):
+    """The per-model lists of image i's rows of ``label`` (raw score >= skip_box_thr when given)."""
+    boxes, scores, labels, bounds = case
+    rows = [np.arange(b[i], b[i + 1]) for b in bounds]
+    rows = [r[labels[r] == label] for r in rows]
+    if skip_box_thr is not None:
+        rows = [r[~(scores[r] < skip_box_thr)] for r in rows]
+    return [boxes[r] for r in rows], [scores[r] for r in rows], [labels[r] for r in rows]
+
+
+def assert_matches_per_pair(case, got, take, skip_box_thr, single):
+    """``got`` (suppress_images' output) holds, for every (image, label) of the taken labels, exactly what
+    ``single(boxes_list, scores_list, labels_list)`` gives for those rows alone (None: no box left there)."""
+    got_boxes, got_scores, got_image, got_label = got
+    assert got_boxes.dtype == case[0].dtype and got_scores.dtype == np.float64
+    n_images, seen = case[3].shape[1] - 1, 0
+    for i in range(n_images):
+        for label in np.flatnonzero(take):
+            want = single(*pair_inputs(case, i, label, skip_box_thr))
+            pair = (got_image == i) & (got_label == label)
+            if want is None:
+                assert not pair.any()
+                continue
+            assert_identical((got_boxes[pair], got_scores[pair]), want[:2])
+            assert (want[2] == label).all()
+            seen += pair.sum()
+    assert seen == len(got_boxes)
+
+
+def reference_or_none(fn):
+    """``fn`` on one pair's per-model lists; None where no box is left after the clean-up (ensemble-boxes fails
+    there)."""
+    def single(boxes, scores, labels):
+        return fn(boxes, scores, labels) if len(nms(boxes, scores, labels)[0]) else None
+    return single
+
+
+SUPPRESS_CASES = [  # (function, params, the reference for one pair given weights)
+    ("nms", {"iou_thr": 0.5}, lambda w: lambda *d: run_reference(reference_nms_method, *d, method=3, iou_thr=0.5,
+                                                                 weights=w)),
+    ("soft_nms", {"method": "linear", "iou_thr": 0.4, "thresh": 0.05},
+     lambda w: lambda *d: run_reference_soft(*d, method=1, iou_thr=0.4, thresh=0.05, weights=w)),
+    ("nms_method", {"method": 2, "sigma": 0.3, "thresh": 0.01},
+     lambda w: lambda *d: run_reference_soft(*d, method=2, sigma=0.3, thresh=0.01, weights=w)),
+    ("adj_nms", {"iou_thr": 0.5, "soft_iou_thr": 0.2, "thresh": 0.02, "method": "gaussian"},
+     lambda w: lambda *d: adj_nms(*d, iou_thr=0.5, soft_iou_thr=0.2, thresh=0.02, method="gaussian", weights=w)),
+]
+
+
+@pytest.mark.parametrize("function, params, reference", SUPPRESS_CASES, ids=[c[0] for c in SUPPRESS_CASES])
+def test_suppress_images_matches_each_pair_alone(function, params, reference, monkeypatch):
+    """Every (image, label) gives exactly ensemble-boxes' result for its rows alone (decayed scores for Soft-NMS),
+    or our adj_nms's; zero weights, equal and negative scores, float32 and float64, skip_box_thr and take; the
+    Soft-NMS pass over several chunks of groups."""
+    monkeypatch.setattr(ensemble.suppression, "_SOFT_CHUNK_ROWS", 16)
+    rng = np.random.default_rng(20 + [c[0] for c in SUPPRESS_CASES].index(function))
+    for case_number in range(16):
+        n_models, n_labels = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        dtype = (np.float32, np.float64)[case_number % 2]
+        case = images_case(rng, n_models, int(rng.integers(1, 5)), n_labels, int(rng.integers(1, 40)), dtype,
+                           ties=rng.random() < 0.6, negative=rng.random() < 0.3)
+        weights = [float(w) for w in rng.uniform(0.5, 2, n_models) * (rng.random(n_models) < 0.7)]
+        weights[0] = weights[0] or 1.0
+        take = rng.random(n_labels) < 0.8 if case_number % 3 else np.ones(n_labels, bool)
+        # 0.7 and -0.2 are above their float32 roundings: scores equal to those are kept in float32 only
+        skip_box_thr = (None, 0.3, 0.7, -0.2)[case_number % 4]
+        got = suppress_images(*case[:3], case[3], n_labels, weights, function, take=take, skip_box_thr=skip_box_thr,
+                              **params)
+        assert_matches_per_pair(case, got, take, skip_box_thr, reference_or_none(reference(weights)))
+
+
+def test_suppress_images_ties_in_large_groups():
+    """Groups larger than the insertion-sort limit, with and without equal scores: numba's argsort order."""
+    rng = np.random.default_rng(30)
+    for ties in (False, True):
+        case = images_case(rng, 3, 2, 1, 60, np.float32, ties=ties)
+        got = suppress_images(*case[:3], case[3], 1, [1.0, 2.0, 1.0], "nms", iou_thr=0.3)
+        assert_matches_per_pair(case, got, np.ones(1, bool), None, reference_or_none(
+            lambda *d: run_reference(reference_nms, *d, iou_thr=0.3, weights=[1.0, 2.0, 1.0])))
+
+
+def test_suppress_images_bad_input():
+    box = np.array([[0.1, 0.1, 0.5, 0.5], [np.nan, 0.1, 0.5, 0.5]], np.float32)
+    score, label = np.array([0.5, 0.4], np.float32), np.array([0, 1], np.int32)
+    bounds = np.array([[0, 1, 2]])
+    assert len(suppress_images(box, score, label, bounds, 2, [1.0], "nms", take=np.array([True, False]))[0]) == 1
+    with pytest.raises(ValueError, match="model 0: boxes contain NaN"):
+        suppress_images(box, score, label, bounds, 2, [1.0], "nms")
+    with pytest.raises(ValueError, match="scores must be finite"):
+        suppress_images(box[:1], np.array([np.inf], np.float32), label[:1], np.array([[0, 1]]), 1, [1.0], "adj_nms")
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        suppress_images(box, score, label, bounds, 2, [1.0], "soft_nms", sigma=0)
+    with pytest.raises(ValueError, match="bad parameters for nms"):
+        suppress_images(box, score, label, bounds, 2, [1.0], "nms", sigma=0.5)
+    with pytest.raises(ValueError, match="not all 0"):
+        suppress_images(box, score, label, bounds, 2, [0.0], "nms")
+    empty = suppress_images(box[:0], score[:0], label[:0], np.zeros((2, 1), int), 2, [1.0, 1.0], "adj_nms")
+    assert [a.shape for a in empty] == [(0, 4), (0,), (0,), (0,)]

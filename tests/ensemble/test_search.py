@@ -9,10 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from contracts.metric import read_gt_boxes
+from contracts.classes import read_classes
+from contracts.hierarchy import Hierarchy
+from contracts.metric import expand_ground_truth, read_gt_boxes, read_gt_labels
 from ensemble.__main__ import main as ensemble_main
-from ensemble.recipe import load_recipe
-from ensemble.search import main
+from ensemble.recipe import load_recipe, parse_recipe
+from ensemble.search import Candidate, Evaluator, main
 from submit.score import main as score_main
 
 VAL_BOXES = "challenge-2019-validation-detection-bbox.csv"
@@ -144,3 +146,36 @@ def test_search_errors_name_the_input(case, capsys, tmp_path):
         main(["--inputs", "x", "--weights", "1,a", *args])
     assert exit_info.value.code == 2
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_trial_scores_the_same_after_other_trials(case, tmp_path):
+    """The Evaluator keeps what does not change between trials (the predictions, each block's ground truth): a
+    trial scored after others, through ``scores`` or ``score``, equals the same trial in a fresh Evaluator."""
+    predictions, prepared = case["work"] / "predictions", case["prepared"]
+    candidates = [Candidate(str(predictions / "a" / "validation" / "merged")),
+                  Candidate(str(predictions / "expert" / "validation" / "merged"),
+                            str(case["work"] / "experts" / "four.csv")),
+                  Candidate(str(predictions / "b" / "validation" / "merged"))]
+    hierarchy = Hierarchy.from_json(prepared / "hierarchy.json")
+    gt = expand_ground_truth(read_gt_boxes(case["data"] / VAL_BOXES), read_gt_labels(case["data"] / VAL_LABELS),
+                             hierarchy, list(read_classes(prepared / "classes.csv").mids))
+
+    def trial(members, weights, method, params):
+        inputs = [{"path": candidates[m].path, "weight": w, **({"classes": candidates[m].classes}
+                                                              if candidates[m].classes else {})}
+                  for m, w in zip(members, weights)]
+        raw = {"inputs": inputs, "method": method, "params": params, "hierarchy": str(prepared / "hierarchy.json"),
+               "max_per_image": 40}
+        return parse_recipe(raw, "t", "t"), members
+
+    last = trial([0, 1], [1, 2], "wbf", {"iou_thr": 0.55})
+    trials = [trial([0, 1], [1, 1], "wbf", {"iou_thr": 0.55}), trial([0, 2], [1, 1], "nms", {"iou_thr": 0.5}),
+              trial([1], [1], "wbf", {"iou_thr": 0.6}), last]
+    with Evaluator(candidates, gt, hierarchy, str(prepared / "hierarchy.json"), tmp_path, jobs=1,
+                   block_images=3) as evaluator:
+        in_a_search = list(evaluator.scores(trials))
+        after = evaluator.score(*last)
+    with Evaluator(candidates, gt, hierarchy, str(prepared / "hierarchy.json"), tmp_path, jobs=1,
+                   block_images=3) as fresh:
+        alone = fresh.score(*last)
+    assert in_a_search[-1] == after == alone and len(set(in_a_search)) > 1

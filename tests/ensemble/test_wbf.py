@@ -355,4 +355,29 @@ def test_fuse_images_warns_and_raises_as_wbf():
     assert caught == want and len(caught) == 2
     zero = np.array([[0.1, 0.1, 0.4, 0.4], [0.1, 0.1, 0.4, 0.4]])
     with pytest.raises(ValueError, match="summing to 0"):
-        fuse_images(zero, np.zeros(2), np.zeros(2, int), np.array([[0, 2]]), 1, [1.0])
+        weighted_boxes_fusion([zero], [np.zeros(2)], [np.zeros(2, int)], [1.0])
+    fused = fuse_images(zero, np.zeros(2), np.zeros(2, int), np.array([[0, 2]]), 1, [1.0])
+    assert [len(column) for column in fused] == [0, 0, 0, 0]  # the runner leaves undefined clusters out
+
+
+@pytest.mark.parametrize("conf_type", CONF_TYPES)
+def test_fuse_images_leaves_zero_key_clusters_out(conf_type):
+    """A model of weight 0 whose boxes overlap only each other: ensemble-boxes gives NaN boxes (keys summing to 0;
+    under 'box_and_model_avg' every cluster of its boxes alone has a NaN score), fuse_images leaves those clusters
+    out and gives ensemble-boxes' other clusters, bit for bit, in images fused by the kernel and in images with tied
+    scores (fused by weighted_boxes_fusion's code)."""
+    rng = np.random.default_rng(7)
+    per_image, want = [], []
+    for i in range(12):
+        b, s, lab = random_case(rng, 2, 30, 3, tied_scores=i % 2 == 1)
+        offset = rng.uniform(0, 0.05, (4, 4))
+        off = np.clip(np.array([[0.9, 0.9, 0.99, 0.99]] * 4) - offset * [1, 1, 0, 0], 0, 1)  # overlapping each other
+        per_image.append(([*b, off], [*s, rng.uniform(0.1, 1, 4)], [*lab, np.array([0, 0, 1, 2])]))
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            fused, conf, labels = reference_wbf(*per_image[-1], weights=[2.0, 1.0, 0.0], conf_type=conf_type)
+        defined = ~np.isnan(conf) & ~np.isnan(fused).any(axis=1)
+        assert not defined.all() or conf_type != "box_and_model_avg"
+        want += fused_rows(fused[defined], conf[defined], np.full(defined.sum(), i), labels[defined].astype(int))
+    got = fuse_images(*images_layout(per_image), 3, [2.0, 1.0, 0.0], conf_type=conf_type)
+    assert fused_rows(*got) == sorted(want)
