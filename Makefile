@@ -220,6 +220,7 @@ test: $(STAMP) ## the test suite
 
 bench: $(STAMP) ## the benchmarks (tables; see docs/benchmarks.md)
 	$(PY) bench/wbf.py
+	$(PY) bench/suppression.py
 	$(PY) bench/score.py
 	$(PY) bench/tsd_head.py
 	$(PY) bench/prepare.py

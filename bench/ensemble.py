@@ -93,7 +93,7 @@ def phases(recipe_path: Path, work: Path) -> dict[str, float]:
                 boxes, scores, image, label = runner._fuse_groups(fusion, rows, bounds, first, ids)
                 scores = scores.astype(np.float64)
                 t2 = time.perf_counter()
-                out = runner._output_rows(boxes, scores, image, label, np.argsort(-scores), np.ones((0, 0), bool),
+                out = runner._output_rows(boxes, scores, image, label, np.ones((0, 0), bool),
                                           bounds.shape[1] - 1, fusion.score_thr, fusion.max_per_image,
                                           expansion.indptr, expansion.indices)
                 t3 = time.perf_counter()

@@ -11,10 +11,12 @@ from mmengine.registry import HOOKS
 from pipeline.checkpoints import load_checkpoint
 from pipeline.train import train
 
-# Validation mAP@0.5 of mini_tsd at 150 iterations, measured with seeds 0 and 1: 0.395 / 0.384 (README, "Mini TSD
-# training"); the randomly initialised model scores 0.002. The bound sits well below both.
+# Validation mAP@0.5 of mini_tsd at 150 iterations with 64 sampled RoIs per image (the config's 128 cost 1.6x the
+# time per iteration and reach 0.395 / 0.384), measured with seeds 0 and 1: 0.359 / 0.300; the randomly initialised
+# model scores 0.002. The bound sits below both by more than their spread.
 TRAIN_ITERS = 150
-MIN_MAP = 0.25
+TRAIN_ROIS = 64
+MIN_MAP = 0.2
 NO_VAL = {"val_cfg": None, "val_dataloader": None, "val_evaluator": None}
 
 
@@ -29,7 +31,8 @@ def mini_run(mini_prepared, mini_data, work_dir, iters, **kwargs):
 def test_mini_tsd_learns(mini_prepared, mini_data, tmp_path):
     """mini_tsd after TRAIN_ITERS iterations at batch 8: validation mAP@0.5 (the official Challenge metric, with
     hierarchy expansion) above MIN_MAP, where the randomly initialised model scores 0.002."""
-    runner = mini_run(mini_prepared, mini_data, tmp_path / "w", TRAIN_ITERS)
+    runner = mini_run(mini_prepared, mini_data, tmp_path / "w", TRAIN_ITERS,
+                      cfg_options={"model.train_cfg.rcnn.sampler.num": TRAIN_ROIS})
     metrics = runner.test()
     assert metrics["openimages/mAP"] > MIN_MAP, metrics
     assert (tmp_path / "w" / f"iter_{TRAIN_ITERS}.pth").is_file()
