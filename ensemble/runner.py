@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -239,36 +240,26 @@ def _fuse_groups(fusion: Fusion, rows: np.ndarray, bounds: np.ndarray, first: in
     """The fused boxes (K, 4), scores (K,) float64, images (K,) (position in the block) and classes (K,) of the
     block's images (see ``fuse_block``), each (image, class) pair fused on its own: per class group, one call
     (``fuse_images`` for WBF, ``suppress_images`` for the NMS family)."""
-    n_classes, n_images = len(fusion.mids), bounds.shape[1] - 1
+    fuse_group = fuse_images if fusion.method == "wbf" else partial(suppress_images, function=fusion.method)
     parts = []
     for g, members in enumerate(fusion.groups):
         weights = [fusion.weights[i] for i in members]
         take = None if fusion.group_of_class is None else fusion.group_of_class == g
-        if fusion.method == "wbf":
-            try:
-                boxes, scores, image, label = fuse_images(rows["box"], rows["score"], rows["label"],
-                                                          bounds[list(members)], n_classes, weights, take=take,
-                                                          **fusion.params)
-            except ValueError:
-                raise _fusion_error(fusion, members, _runs(rows, bounds, members, take, 0, n_images), image_ids,
-                                    first) from None
-            parts.append((boxes, scores, image, label))
-            continue
         try:
-            parts.append(suppress_images(rows["box"], rows["score"], rows["label"], bounds[list(members)], n_classes,
-                                         weights, fusion.method, take=take, **fusion.params))
+            parts.append(fuse_group(rows["box"], rows["score"], rows["label"], bounds[list(members)],
+                                    len(fusion.mids), weights, take=take, **fusion.params))
         except ValueError:
-            raise _fusion_error(fusion, members, _runs(rows, bounds, members, take, 0, n_images), image_ids,
+            raise _fusion_error(fusion, members, _group_rows(rows, bounds, members, take), image_ids,
                                 first) from None
     if not parts:
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def _runs(rows: np.ndarray, bounds: np.ndarray, members: Sequence[int], take: np.ndarray | None, lo: int,
-          hi: int) -> list[np.ndarray]:
-    """Per member, its rows of block images ``lo .. hi - 1`` (those of the classes ``take`` marks)."""
-    run = [rows[bounds[m, lo]:bounds[m, hi]] for m in members]
+def _group_rows(rows: np.ndarray, bounds: np.ndarray, members: Sequence[int],
+                take: np.ndarray | None) -> list[np.ndarray]:
+    """Per member, its rows of the block's images (those of the classes ``take`` marks)."""
+    run = [rows[bounds[m, 0]:bounds[m, -1]] for m in members]
     return run if take is None else [r[take[r["label"]]] for r in run]
 
 
