@@ -3,10 +3,12 @@
 Use the `slurm_cluster` fixture (import it into the test module): it yields a `SlurmCluster` describing the default
 partition, and skips the test with a reason when Slurm is not installed or no node of it is up.
 """
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +36,23 @@ def _gpus(gres: str) -> int:
         if parts[0] == "gpu" and parts[-1].isdigit():
             return int(parts[-1])
     return 0
+
+
+DAEMON_LOGS = Path("/var/log/slurm-local")  # where tools/local_slurm.sh has slurmctld and slurmd write
+
+
+def job_report(job: str, output: Path) -> str:
+    """What a failed job left: the last lines of its output file and the daemons' log lines that name it."""
+    lines = [f"--- {output} (last 40 lines)"]
+    lines += output.read_text(errors="replace").splitlines()[-40:] if output.is_file() else ["(missing)"]
+    mention = re.compile(rf"\b(JobId={job}|job {job}|JOB {job}|\[{job}\.[a-z0-9]+\])\b", re.IGNORECASE)
+    for log in sorted(DAEMON_LOGS.glob("*.log")):
+        try:
+            lines += [f"--- {log}"] + [line for line in log.read_text(errors="replace").splitlines()
+                                         if mention.search(line)][-40:]
+        except OSError as err:
+            lines.append(f"--- {log}: {err}")
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=1)

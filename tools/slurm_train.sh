@@ -12,7 +12,8 @@
 # SBATCH_ARGS and SRUN_ARGS (passed through), POLL_S (2: seconds between checks of the job's state).
 # Preemption, a failed node or `scontrol requeue` requeue the job (--requeue); REQUEUE_BEFORE_S seconds before its
 # time limit it requeues itself. A restarted job resumes from WORK_DIR's last complete checkpoint by itself.
-# A request the partition can never run stops at once (sbatch --test-only). Job output: WORK_DIR/slurm-JOBID.out.
+# A request the partition can never run stops at once (sbatch --test-only). Job output: WORK_DIR/slurm-JOBID.out
+# (its last lines are shown when the job fails).
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 2; }
@@ -81,6 +82,7 @@ while sleep "${POLL_S:-2}"; do
         PENDING | CONFIGURING | RUNNING | COMPLETING | REQUEUED | REQUEUE_FED | REQUEUE_HOLD | RESIZING | \
             SUSPENDED | SIGNALING | STAGE_OUT) previous= ;;
         *) if [ "${state}" = "${previous}" ]; then
+               tail -n 20 "${WORK_DIR}/slurm-${id}.out" 2>/dev/null | sed "s/^/job ${id}: /" >&2 || true
                die "job ${id} ended ${state:-UNKNOWN (no longer listed by scontrol)}: see ${WORK_DIR}/slurm-${id}.out"
            fi
            previous=${state} ;;

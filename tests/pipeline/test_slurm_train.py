@@ -11,7 +11,7 @@ import pytest
 from pipeline.checkpoints import load_checkpoint
 from tests.pipeline.train_runs import (CHECKPOINT_EVERY, ITERS, PER_PROCESS_BATCH, make_train, sampler_order,
                                        trained, write_config)
-from tests.slurm import slurm_cluster  # noqa: F401  (fixture)
+from tests.slurm import job_report, slurm_cluster  # noqa: F401  (fixture)
 
 TASKS = 2
 
@@ -24,6 +24,19 @@ def job_ids(name: str) -> list[str]:
 def job_state(job: str) -> str:
     out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=20)
     return out.stdout.strip()
+
+
+def job_steps(job: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i"], capture_output=True, text=True, timeout=20)
+    return out.stdout.split()
+
+
+def nodes_idle() -> bool:
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    return set(out.stdout.split()) == {"idle"}
+
+
+REQUEUE_SETTLE_S = 2  # how long the requeued job stays pending with its node idle before the test starts it
 
 
 @pytest.mark.timeout(400)
@@ -45,16 +58,20 @@ def test_train_slurm_requeued_job_resumes(slurm_cluster, mini_data, mini_prepare
             time.sleep(0.2)
         (job,) = job_ids(name)
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=20)
-        # Slurm holds a requeued job back for two minutes; let it start as soon as it is pending again
-        while job_state(job) != "PENDING":
+        # Slurm holds a requeued job back for two minutes, time for the node to clean up after the killed run;
+        # here it starts once it is pending again, no step of it is left and the node has been idle for a while
+        settled_since = None
+        while settled_since is None or time.monotonic() - settled_since < REQUEUE_SETTLE_S:
             assert time.monotonic() < deadline, f"job {job} not requeued within 240 s"
+            settled = job_state(job) == "PENDING" and not job_steps(job) and nodes_idle()
+            settled_since = (settled_since or time.monotonic()) if settled else None
             time.sleep(0.2)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
         out, _ = run.communicate(timeout=300)
     finally:
         for job in job_ids(name):
             subprocess.run(["scancel", job], timeout=20)
-    assert run.returncode == 0, out[-3000:]
+    assert run.returncode == 0, out[-3000:] + "\n" + job_report(job, work_dir / f"slurm-{job}.out")
     log = (work_dir / f"slurm-{job}.out").read_text()
     assert "resuming from the last checkpoint" in log and "resumed epoch: 0, iter: " in log, log[-3000:]
 
