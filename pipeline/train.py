@@ -133,7 +133,9 @@ def load_config(config: str | Path, work_dir: str | Path | None = None, cfg_opti
     classes) instead of checking that they agree; ``init_from`` starts from another model's checkpoint with the
     class layers re-initialised (``pipeline.init_from``)."""
     path = resolve_config(config)
-    cfg = Config.fromfile(str(path))
+    # mmengine formats the config for the log, the config dump and every checkpoint: without yapf's reflowing,
+    # which costs 0.25 s a time, the same valid text (its own indentation) in 0.07 s
+    cfg = Config.fromfile(str(path), format_python_code=False)
     set_data_paths(cfg, prepared_dir, img_root)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
