@@ -227,7 +227,8 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
 
     scores: (N,) float64; each step takes the label's highest remaining score (the first one in the current order
     on ties, as ensemble-boxes swaps boxes into place) and multiplies the scores of the boxes after it by their
-    decay, rounded to float32 when ``scores_float32``; a box is kept when its decayed score is > ``thresh``.
+    decay, rounded to float32 when ``scores_float32``; a box is kept when its decayed score is > ``thresh``. A
+    label stops at the first step whose highest score is <= ``thresh`` (>= 0): nothing after it can be kept.
     Returns the kept rows (K,), label by label in selection order, and their decayed scores (K,)."""
     # the pairs (p < q) of each q, as p and the pair's decay
     back_starts = np.zeros(rows.size + 1, np.int64)
@@ -257,6 +258,10 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
             for k in range(i + 1, n):
                 if sc[k] > best:
                     top, best = k, sc[k]
+            if best <= thresh and thresh >= 0:
+                # every score from i on is <= thresh >= 0, and a decay (in [0, 1]) never lifts one above it: none
+                # of them is kept, whatever the steps left would do
+                break
             if top != i:
                 sc[i], sc[top] = sc[top], sc[i]
                 slot[i], slot[top] = slot[top], slot[i]
