@@ -93,7 +93,8 @@ def make_data(root: Path, layout: str) -> Path:
 
 def stand_in_configs(folder: Path) -> Path:
     """A tiny CPU config under each real model's name: mini_tsd trained 2 iterations at batch 2 without
-    validation, one test-time scale."""
+    validation, one test-time scale, 10 proposals per image (an untrained head scores every one of its 500 or
+    601 classes above the score threshold, and mmcv's NMS goes class by class beyond 10,000 boxes)."""
     folder.mkdir()
     for model in MODELS:
         (folder / f"{model}.py").write_text(
@@ -102,7 +103,8 @@ def stand_in_configs(folder: Path) -> Path:
             "train_cfg = dict(max_iters=2, val_interval=2)\n"
             "train_dataloader = dict(batch_size=2)\n"
             "val_dataloader = val_cfg = val_evaluator = None\n"
-            "default_hooks = dict(checkpoint=dict(interval=2))\n")
+            "default_hooks = dict(checkpoint=dict(interval=2))\n"
+            "model = dict(test_cfg=dict(rpn=dict(max_per_img=10)))\n")
     return folder
 
 

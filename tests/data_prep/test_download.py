@@ -196,7 +196,9 @@ def full(served, tmp_path_factory):
     served.web.faults.update({k: list(v) for k, v in faults.items() if k.startswith("/challenge_2019/")})
     served.s3.faults.update({k: list(v) for k, v in faults.items() if not k.startswith("/challenge_2019/")})
     out = tmp_path_factory.mktemp("download") / "oid2019"
-    status = main(served.args(out))
+    with pytest.MonkeyPatch.context() as patch:  # the annotation retries' backoff, 0.5 s doubling, at 1/50
+        patch.setattr(annotations, "RETRY_WAIT", 0.01)
+        status = main(served.args(out))
     return out, status, faults
 
 
