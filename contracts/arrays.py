@@ -106,11 +106,12 @@ def _sort_segment(order, s, e, primary, secondary, use_secondary):
 
 
 @numba.njit(cache=True)
-def sort_segments(order, start, primary, secondary, use_secondary):
+def sort_segments(order, start, primary, secondary):
     """Sort each segment ``order[start[g]:start[g + 1]]`` (indices into ``primary``) stably by ``primary``, then
-    ``secondary`` (when ``use_secondary``), ascending in numpy's float order (NaN last, -0.0 equal to 0.0), in
-    place. Small segments by insertion, large ones by radix sorts: each by its own, or (if not that large) their
-    members all together by one."""
+    ``secondary`` (unless it is empty, ``np.empty(0)``), ascending in numpy's float order (NaN last, -0.0 equal to
+    0.0), in place. Small segments by insertion, large ones by radix sorts: each by its own, or (if not that large)
+    their members all together by one. (An empty array rather than a flag: one compiled version for every caller.)"""
+    use_secondary = secondary.size > 0
     unsorted = np.zeros(start.size - 1, np.bool_)
     n_big = 0
     for g in range(start.size - 1):
@@ -154,9 +155,9 @@ def sort_segments(order, start, primary, secondary, use_secondary):
 
 
 @numba.njit(cache=True)
-def _grouped_order(group, n_groups, primary, secondary, use_secondary):
+def _grouped_order(group, n_groups, primary, secondary):
     order, start = counting_order(group, n_groups, np.arange(group.size))
-    sort_segments(order, start, primary, secondary, use_secondary)
+    sort_segments(order, start, primary, secondary)
     return order
 
 
@@ -169,7 +170,6 @@ def grouped_order(group: np.ndarray, n_groups: int, primary: np.ndarray,
     float64, in numpy's order (NaN last)."""
     group = np.ascontiguousarray(group, dtype=np.int64)
     primary = np.ascontiguousarray(primary, dtype=np.float64)
-    if secondary is None:
-        return _grouped_order(group, n_groups, primary, primary, False)
-    return _grouped_order(group, n_groups, primary, np.ascontiguousarray(secondary, dtype=np.float64), True)
+    secondary = np.empty(0) if secondary is None else np.ascontiguousarray(secondary, dtype=np.float64)
+    return _grouped_order(group, n_groups, primary, secondary)
 

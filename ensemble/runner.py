@@ -174,7 +174,7 @@ def _output_rows(boxes, score, image, label, wanted, n_images, score_thr, max_pe
         start[g + 1] = _writable(by_image, image_start[g], image_start[g + 1], score, label, score_thr,
                                  max_per_image, indptr, order, start[g])
     descending = -score
-    sort_segments(order, start, descending, descending, False)  # each image's boxes by descending score
+    sort_segments(order, start, descending, np.empty(0))  # each image's boxes by descending score
     capacity = 0
     for i in order[:start[-1]]:
         capacity += 1 + indptr[label[i] + 1] - indptr[label[i]]

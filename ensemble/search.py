@@ -128,7 +128,8 @@ class Evaluator:
                 self.bounds[m] = start + np.searchsorted(records["image"], np.arange(len(self.images) + 1))
                 records.tofile(out)
                 start += len(records)
-        self.records = np.memmap(spill / "records.bin", RECORD, mode="r") if start else np.empty(0, RECORD)
+        # copy-on-write (nothing writes to it): writable arrays, as the runner's, so the kernels compile once for both
+        self.records = np.memmap(spill / "records.bin", RECORD, mode="c") if start else np.empty(0, RECORD)
         self.gt_image = pd.Index(self.gt.image_ids).get_indexer(self.images)
         self.gt_class = pd.Index(self.gt.mids).get_indexer(self.mids)
         self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.mids)

@@ -208,7 +208,7 @@ def _processing_order(group, n_groups, keys):
     the ties the caller must settle (here it is unspecified)."""
     order, group_starts = counting_order(group, n_groups, np.arange(group.size))
     descending = -keys
-    sort_segments(order, group_starts, descending, descending, False)
+    sort_segments(order, group_starts, descending, np.empty(0))
     tied = np.zeros(n_groups, np.bool_)
     for g in range(n_groups):
         for p in range(group_starts[g] + 1, group_starts[g + 1]):
@@ -362,6 +362,7 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
     flags (as ``_prefilter``'s), and the images left out (I,) bool: those whose result depends on numpy's order
     among equal keys."""
     n_models, n_images = bounds.shape[0], bounds.shape[1] - 1
+    weights_float32 = allows_overflow and False  # float64 weights; a runtime bool, as weighted_boxes_fusion's call
     most, n = 0, 0
     for i in range(n_images):
         rows = 0
@@ -415,13 +416,14 @@ def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, con
             group_of_label[group_label[g]] = -1
         if k == 0:
             continue
-        order, group_starts, tied = _processing_order(group[:k], n_groups, key[:k])
+        # np.int64: numba would type n_groups as the literal 0 here and compile one more specialisation
+        order, group_starts, tied = _processing_order(group[:k], np.int64(n_groups), key[:k])
         if tied.any():
             left_out[i] = True
             continue
         fused, conf, cluster_group, _ = _cluster(
-            clean[:k], key[:k], box_weight[:k], model[:k], order, group_starts, weights, False, conf_code, iou_thr,
-            allows_overflow, weight_sum, weight_max)
+            clean[:k], key[:k], box_weight[:k], model[:k], order, group_starts, weights, weights_float32, conf_code,
+            iou_thr, allows_overflow, weight_sum, weight_max)
         for c in range(conf.size):
             if not np.isnan(conf[c]):
                 out_box[n_out] = fused[c]
