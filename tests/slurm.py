@@ -38,7 +38,11 @@ def _gpus(gres: str) -> int:
     return 0
 
 
-DAEMON_LOGS = Path("/var/log/slurm-local")  # where tools/local_slurm.sh has slurmctld and slurmd write
+def _daemon_logs() -> list[Path]:
+    """The log files of slurmctld and slurmd, as the running cluster's configuration names them."""
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20)
+    found = re.findall(r"^Slurm(?:ctld|d)LogFile\s*=\s*(/\S+)", out.stdout, re.MULTILINE)
+    return [Path(path) for path in found]
 
 
 def job_report(job: str, output: Path) -> str:
@@ -46,7 +50,7 @@ def job_report(job: str, output: Path) -> str:
     lines = [f"--- {output} (last 40 lines)"]
     lines += output.read_text(errors="replace").splitlines()[-40:] if output.is_file() else ["(missing)"]
     mention = re.compile(rf"\b(JobId={job}|job {job}|JOB {job}|\[{job}\.[a-z0-9]+\])\b", re.IGNORECASE)
-    for log in sorted(DAEMON_LOGS.glob("*.log")):
+    for log in _daemon_logs():
         try:
             lines += [f"--- {log}"] + [line for line in log.read_text(errors="replace").splitlines()
                                          if mention.search(line)][-40:]
