@@ -77,6 +77,8 @@ SEARCH_CANDIDATES ?=
 SEARCH_OUT        ?= $(WORK)/recipes/search.yaml
 SEARCH_OPTS       ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers: two take 2 cores at one thread each; the learning test alone (~2 min) bounds more
+TEST_WORKERS ?= 2
 
 TRAIN_DATA  := --prepared-dir $(TRAIN_PREPARED) --img-root $(IMAGES_ROOT) $(if $(filter 1,$(ADAPT_CLASSES)),--adapt-classes)
 INFER_ARGS   = --split $(SPLIT) --images $(IMAGES) --classes $(TRAIN_PREPARED)/classes.csv $(INFER_OPTS)
@@ -216,7 +218,7 @@ show: $(STAMP) ## reads WORK/ensemble/RECIPE/validation + images, CSVs -> EVAL_D
 include mk/demo.mk
 
 test: $(STAMP) ## the test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the benchmarks (tables; see docs/benchmarks.md)
 	$(PY) bench/wbf.py
