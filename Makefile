@@ -77,7 +77,8 @@ SEARCH_CANDIDATES ?=
 SEARCH_OUT        ?= $(WORK)/recipes/search.yaml
 SEARCH_OPTS       ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers: two take 2 cores at one thread each; the learning test alone (~2 min) bounds more
+# pytest-xdist workers, each at cores / workers torch threads; more than two gain little: the learning test alone
+# takes ~2 minutes
 TEST_WORKERS ?= 2
 
 TRAIN_DATA  := --prepared-dir $(TRAIN_PREPARED) --img-root $(IMAGES_ROOT) $(if $(filter 1,$(ADAPT_CLASSES)),--adapt-classes)
