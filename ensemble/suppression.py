@@ -37,6 +37,8 @@ from ._inputs import model_arrays, model_weights
 
 SOFT_METHODS = {"linear": 1, "gaussian": 2, "hard": 3}
 _GAUSSIAN, _HARD = SOFT_METHODS["gaussian"], SOFT_METHODS["hard"]
+_MATRIX_GROUP_ROWS = 1024  # Soft-NMS: the largest group decayed through its full n x n matrix (float64, 8 MB)
+_MATRIX_ENTRIES = 1 << 20  # Soft-NMS: decay matrix entries per call (8 MB)
 
 
 @njit(cache=True)
@@ -282,6 +284,75 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
     return kept_rows[:n_kept], kept_scores[:n_kept]
 
 
+@njit(cache=True, error_model="numpy")  # IEEE division, no zero check: the loops vectorise
+def _decay_matrices(boxes, starts, gaussian, sigma):
+    """Per group g of ``starts`` (n boxes), the IoU of every pair as ``_overlaps`` computes it (0 for pairs that do
+    not intersect), or with ``gaussian`` the exponent of its decay, ``-(iou * iou) / sigma``: an n x n row-major
+    matrix at ``offsets[g]:offsets[g + 1]``. Returns offsets (G + 1,) and the matrices (float64), one after the
+    other."""
+    offsets = np.zeros(starts.size, np.int64)
+    for g in range(starts.size - 1):
+        n = starts[g + 1] - starts[g]
+        offsets[g + 1] = offsets[g] + n * n
+    out = np.empty(offsets[-1])
+    for g in range(starts.size - 1):
+        lo, hi = starts[g], starts[g + 1]
+        n = hi - lo
+        x1, y1, x2, y2 = boxes[lo:hi, 0].copy(), boxes[lo:hi, 1].copy(), boxes[lo:hi, 2].copy(), boxes[lo:hi, 3].copy()
+        areas = (x2 - x1) * (y2 - y1)
+        for p in range(n):
+            row = out[offsets[g] + p * n:offsets[g] + (p + 1) * n]
+            px1, py1, px2, py2, area = x1[p], y1[p], x2[p], y2[p], areas[p]
+            for q in range(n):
+                inter_h = min(py2, y2[q]) - max(py1, y1[q])
+                inter_w = min(px2, x2[q]) - max(px1, x1[q])
+                inter = (inter_h if inter_h > 0.0 else 0.0) * (inter_w if inter_w > 0.0 else 0.0)
+                iou = inter / ((area + areas[q]) - inter)
+                row[q] = -(iou * iou) / sigma if gaussian else iou
+    return offsets, out
+
+
+@njit(cache=True)
+def _dense_soft_pass(scores, starts, offsets, decay, linear, soft_iou_thr, thresh, scores_float32):
+    """``_soft_pass`` given every pair's decay in per-group matrices (``_decay_matrices``' layout; with ``linear``,
+    the matrices hold IoUs, and the decay is ``1 - iou`` where iou > ``soft_iou_thr``, else 1). Each step decays
+    the scores after its position and finds the next step's highest one in the same loop. Returns the kept
+    positions and their decayed scores."""
+    kept_rows = np.empty(scores.size, np.int64)
+    kept_scores = np.empty(scores.size)
+    n_kept = 0
+    for g in range(starts.size - 1):
+        lo, n = starts[g], starts[g + 1] - starts[g]
+        sc = scores[lo:lo + n].copy()
+        slot = np.arange(n)
+        top, best = 0, sc[0]
+        for k in range(1, n):
+            if sc[k] > best:
+                top, best = k, sc[k]
+        for i in range(n):
+            if best <= thresh and thresh >= 0:
+                break  # as in _soft_pass
+            if top != i:
+                sc[i], sc[top] = sc[top], sc[i]
+                slot[i], slot[top] = slot[top], slot[i]
+            row = offsets[g] + slot[i] * n
+            top, best = i + 1, -np.inf
+            for k in range(i + 1, n):
+                d = decay[row + slot[k]]
+                if linear:
+                    d = 1.0 - d if d > soft_iou_thr else 1.0
+                v = _f32(d * sc[k], scores_float32)
+                sc[k] = v
+                if v > best:
+                    top, best = k, v
+        for i in range(n):
+            if sc[i] > thresh:
+                kept_rows[n_kept] = lo + slot[i]
+                kept_scores[n_kept] = sc[i]
+                n_kept += 1
+    return kept_rows[:n_kept], kept_scores[:n_kept]
+
+
 @njit(cache=True)
 def _gather_images(boxes, scores, labels, bounds, most, take, skip_box_thr, weights, weight_sum, hard, iou_thr,
                    in_float32):
@@ -403,10 +474,8 @@ def _compared(value, dtype: np.dtype) -> float:
     return float(np.asarray(value, dtype=np.result_type(dtype, value)))
 
 
-def _soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
-    """The Soft-NMS pass over groups of rows: boxes (N, 4) and scores (N,) float64, group g at
-    ``starts[g]:starts[g + 1]``; thresh: as compared (``_compared``). Returns the kept rows (K,) and their decayed
-    scores (K,) float64."""
+def _pair_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
+    """The Soft-NMS pass over the intersecting pairs of each group (``_overlaps``, ``_soft_pass``)."""
     rows = np.arange(len(scores))
     pair_starts, second, iou = _overlaps(boxes, rows, starts)
     # ensemble-boxes' decay expressions, vectorised as there so that np.exp gives the same bits
@@ -418,6 +487,38 @@ def _soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, score
         pair_starts = np.concatenate([[0], np.cumsum(np.bincount(first, minlength=len(scores)))])
         second, decay = second[above], 1.0 - iou[above]
     return _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_float32)
+
+
+def _matrix_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
+    """The Soft-NMS pass over each group's full decay matrix (``_decay_matrices``, ``_dense_soft_pass``)."""
+    gaussian = soft_method == _GAUSSIAN
+    offsets, decay = _decay_matrices(boxes, starts, gaussian, float(sigma))
+    if gaussian:  # ensemble-boxes' np.exp, vectorised as there, so that it gives the same bits
+        np.exp(decay, out=decay)
+    return _dense_soft_pass(scores, starts, offsets, decay, soft_method != _GAUSSIAN, float(soft_iou_thr), thresh,
+                            scores_float32)
+
+
+def _soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
+    """The Soft-NMS pass over groups of rows: boxes (N, 4) and scores (N,) float64, group g at
+    ``starts[g]:starts[g + 1]``; thresh: as compared (``_compared``). Returns the kept rows (K,) and their decayed
+    scores (K,) float64. Groups of up to ``_MATRIX_GROUP_ROWS`` boxes go through their full decay matrices, about
+    ``_MATRIX_ENTRIES`` entries at a time (they stay in cache); a larger group goes alone through its intersecting
+    pairs, which take less memory."""
+    sizes = np.diff(starts)
+    by_matrix = sizes <= _MATRIX_GROUP_ROWS
+    cost = np.where(by_matrix, sizes * sizes, _MATRIX_ENTRIES)
+    chunk = (np.cumsum(cost) - cost) // _MATRIX_ENTRIES
+    cuts = np.unique(np.r_[0, np.flatnonzero((np.diff(chunk) != 0) | (np.diff(by_matrix) != 0)) + 1, len(sizes)])
+    kept, decayed = [np.zeros(0, np.int64)], [np.zeros(0)]
+    for a, z in zip(cuts[:-1], cuts[1:]):
+        lo, hi = starts[a], starts[z]
+        run = _matrix_soft if by_matrix[a] else _pair_soft
+        rows, chunk_scores = run(boxes[lo:hi], scores[lo:hi], starts[a:z + 1] - lo, soft_method, soft_iou_thr,
+                                 sigma, thresh, scores_float32)
+        kept.append(rows + lo)
+        decayed.append(chunk_scores)
+    return np.concatenate(kept), np.concatenate(decayed)
 
 
 def _run(boxes_list, scores_list, labels_list, weights, skip_box_thr, hard_iou_thr=None, soft_method=0,
@@ -516,7 +617,6 @@ def adj_nms(boxes: Sequence, scores: Sequence, labels: Sequence, iou_thr: float 
 
 
 _FUNCTIONS = {"nms": nms, "soft_nms": soft_nms, "nms_method": nms_method, "adj_nms": adj_nms}
-_SOFT_CHUNK_ROWS = 8192  # suppress_images' Soft-NMS pass runs over about this many boxes at a time
 
 
 def _passes(function: str, params: dict) -> dict:
@@ -568,16 +668,8 @@ def suppress_images(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, b
         model = int(np.flatnonzero(((bounds[:, :-1] <= bad) & (bad < bounds[:, 1:])).any(axis=1))[0])
         problem = "boxes contain NaN" if np.isnan(boxes[bad]).any() else f"scores must be finite, got {scores[bad]}"
         raise ValueError(f"model {model}: {problem}")
-    if passes.get("soft_method"):  # by chunks of whole groups, whose pairs stay in cache
-        cuts = np.unique(np.r_[np.searchsorted(starts, np.arange(0, starts[-1], _SOFT_CHUNK_ROWS)), len(starts) - 1])
-        kept, decayed = [np.zeros(0, np.int64)], [np.zeros(0)]
-        for a, z in zip(cuts[:-1], cuts[1:]):
-            lo, hi = starts[a], starts[z]
-            rows, chunk_scores = _soft(kept_boxes[lo:hi], kept_scores[lo:hi], starts[a:z + 1] - lo,
-                                       passes["soft_method"], passes["soft_iou_thr"], passes["sigma"],
-                                       float(passes["thresh"]), False)
-            kept.append(rows + lo)
-            decayed.append(chunk_scores)
-        kept, kept_scores = np.concatenate(kept), np.concatenate(decayed)
+    if passes.get("soft_method"):
+        kept, kept_scores = _soft(kept_boxes, kept_scores, starts, passes["soft_method"], passes["soft_iou_thr"],
+                                  passes["sigma"], float(passes["thresh"]), False)
         kept_boxes, image, label = kept_boxes[kept], image[kept], label[kept]
     return kept_boxes.astype(boxes.dtype), kept_scores, image, label

@@ -82,6 +82,15 @@ def paper_soft_nms(boxes, scores, iou_thr, sigma, thresh, linear):
     return [(i, scores[i]) for i in kept if scores[i] > thresh]
 
 
+@pytest.fixture(params=["matrix", "pairs"])
+def soft_path(request, monkeypatch):
+    """Soft-NMS's two ways through a group: its full decay matrix (groups up to _MATRIX_GROUP_ROWS boxes, by
+    default all of these tests') or its intersecting pairs (larger groups; here every group)."""
+    if request.param == "pairs":
+        monkeypatch.setattr(ensemble.suppression, "_MATRIX_GROUP_ROWS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nms_matches_reference(dtype):
     rng = np.random.default_rng(1 if dtype == np.float32 else 2)
@@ -95,7 +104,7 @@ def test_nms_matches_reference(dtype):
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
-def test_soft_nms_keeps_the_reference_boxes_and_decays_scores(method):
+def test_soft_nms_keeps_the_reference_boxes_and_decays_scores(method, soft_path):
     rng = np.random.default_rng(3 if method == "linear" else 4)
     for case in range(25):
         n_models = int(rng.integers(1, 5))
@@ -128,7 +137,7 @@ def test_soft_nms_keeps_the_reference_boxes_and_decays_scores(method):
                          run_reference_soft(*data, method={"linear": 1, "gaussian": 2}[method], **kwargs))
 
 
-def test_soft_nms_float32_scores_match_reference_selection():
+def test_soft_nms_float32_scores_match_reference_selection(soft_path):
     """float32 scores are rounded after every decay, as ensemble-boxes does, so the same boxes survive thresh."""
     rng = np.random.default_rng(5)
     for _ in range(25):
@@ -203,7 +212,7 @@ def test_positional_arguments_as_reference():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_zero_weights_match_reference(dtype):
+def test_zero_weights_match_reference(dtype, soft_path):
     """A zero weight makes that model's scores 0: its boxes still suppress, and are kept by hard NMS."""
     rng = np.random.default_rng(13 if dtype == np.float32 else 14)
     for case in range(20):
@@ -224,7 +233,7 @@ def test_zero_weights_match_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_negative_scores_are_kept_as_reference(dtype):
+def test_negative_scores_are_kept_as_reference(dtype, soft_path):
     rng = np.random.default_rng(15)
     for case in range(20):
         data = random_case(rng, 3, 60, 3, dtype=dtype)
@@ -239,7 +248,7 @@ def test_negative_scores_are_kept_as_reference(dtype):
                          soft_nms([ours[0]], [ours[1]], [ours[2]], method=1, iou_thr=0.3, thresh=-1.0))
 
 
-def test_soft_nms_near_tie_follows_numpy_exp():
+def test_soft_nms_near_tie_follows_numpy_exp(soft_path):
     """The gaussian decay comes from numpy's vectorised exp, as in ensemble-boxes. Box B overlaps the top box A
     and is decayed by d = np.exp(-iou**2 / sigma); box C overlaps neither and scores d exactly: a tie, which goes
     to the box first in line. Where the scalar exp (libm's, numba's) differs from numpy's in the last bit (numpy's
@@ -365,7 +374,8 @@ def test_suppress_images_matches_each_pair_alone(function, params, reference, mo
     """Every (image, label) gives exactly ensemble-boxes' result for its rows alone (decayed scores for Soft-NMS),
     or our adj_nms's; zero weights, equal and negative scores, float32 and float64, skip_box_thr and take; the
     Soft-NMS pass over several chunks of groups."""
-    monkeypatch.setattr(ensemble.suppression, "_SOFT_CHUNK_ROWS", 16)
+    monkeypatch.setattr(ensemble.suppression, "_MATRIX_ENTRIES", 64)
+    monkeypatch.setattr(ensemble.suppression, "_MATRIX_GROUP_ROWS", 12)
     rng = np.random.default_rng(20 + [c[0] for c in SUPPRESS_CASES].index(function))
     for case_number in range(16):
         n_models, n_labels = int(rng.integers(1, 5)), int(rng.integers(1, 5))
