@@ -39,12 +39,16 @@ COMMON = {"hierarchy": str(HIERARCHY), "score_thr": 0.001, "max_per_image": 500}
 
 
 def trials(n_inputs: int) -> list[tuple[str, dict]]:
-    """(description, recipe) pairs: all inputs by WBF and by NMS, and the first three weighted."""
+    """(description, recipe) pairs: all inputs by each method (Soft-NMS and adj-NMS with their defaults), and the
+    first three weighted."""
     every = [{"path": f"{{work}}/predictions/m{m}/{{split}}/merged", "weight": 1} for m in range(n_inputs)]
     three = [dict(e, weight=w) for e, w in zip(every[:3], (3, 2, 1))]
     wbf = {"iou_thr": 0.55, "skip_box_thr": 0.0, "conf_type": "avg"}
     return [(f"{n_inputs} inputs, wbf 0.55", {"inputs": every, "method": "wbf", "params": wbf, **COMMON}),
             (f"{n_inputs} inputs, nms 0.5", {"inputs": every, "method": "nms", "params": {"iou_thr": 0.5}, **COMMON}),
+            (f"{n_inputs} inputs, soft_nms gaussian", {"inputs": every, "method": "soft_nms", "params": {}, **COMMON}),
+            (f"{n_inputs} inputs, adj_nms 0.5 / linear 0.3", {"inputs": every, "method": "adj_nms", "params": {},
+                                                               **COMMON}),
             (f"{len(three)} inputs 3:2:1, wbf 0.6", {"inputs": three, "method": "wbf",
                                                       "params": dict(wbf, iou_thr=0.6), **COMMON})]
 

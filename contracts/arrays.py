@@ -16,7 +16,7 @@ def positions(values: pd.Series | np.ndarray, index: pd.Index) -> np.ndarray:
     return index.get_indexer(values).astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def counting_order(group, n_groups, items):
     """``items`` (int64 indices into ``group``, each once) stably sorted by their group, and where each group starts
     in that order ((n_groups + 1,)): a counting sort."""
@@ -37,13 +37,13 @@ _SMALL_SEGMENT = 16  # segments up to this size are sorted by insertion, larger 
 _OWN_RADIX_SORT = 4096  # and from this size each by its own
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _less(a, b):
     """numpy's float order: NaN last, -0.0 equal to 0.0."""
     return a < b or (np.isnan(b) and not np.isnan(a))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _precedes(i, j, primary, secondary, use_secondary):
     if _less(primary[i], primary[j]):
         return True
@@ -52,7 +52,7 @@ def _precedes(i, j, primary, secondary, use_secondary):
     return _less(secondary[i], secondary[j])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _radix_keys(values, items):
     """Unsigned keys of ``values[items]`` in numpy's float order (NaN last, -0.0 as 0.0)."""
     clean = np.empty(items.size)
@@ -69,7 +69,7 @@ def _radix_keys(values, items):
     return keys
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _radix_sort(values, items, position):
     """``position`` (indices into ``items``) stably sorted by ``values[items[position]]``, numpy's float order: a
     least-significant-byte-first radix sort that skips the bytes all keys share."""
@@ -95,7 +95,7 @@ def _radix_sort(values, items, position):
     return position
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sort_segment(order, s, e, primary, secondary, use_secondary):
     """``order[s:e]`` sorted alone (a large segment: its radix sort stays in cache)."""
     members = order[s:e].copy()
@@ -105,7 +105,7 @@ def _sort_segment(order, s, e, primary, secondary, use_secondary):
     order[s:e] = members[_radix_sort(primary, members, position)]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def sort_segments(order, start, primary, secondary):
     """Sort each segment ``order[start[g]:start[g + 1]]`` (indices into ``primary``) stably by ``primary``, then
     ``secondary`` (unless it is empty, ``np.empty(0)``), ascending in numpy's float order (NaN last, -0.0 equal to
@@ -154,7 +154,7 @@ def sort_segments(order, start, primary, secondary):
         fill[s] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _grouped_order(group, n_groups, primary, secondary):
     order, start = counting_order(group, n_groups, np.arange(group.size))
     sort_segments(order, start, primary, secondary)

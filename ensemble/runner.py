@@ -98,7 +98,7 @@ def class_list(mids: dict[str, Path], hierarchy: Hierarchy | None,
     return classes, Relatives.from_hierarchy(hierarchy, classes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _before(i, j, score, label, boxes):
     """Whether fused box i comes before box j of the same image: higher score, then lower class number, then box
     (x1, y1, x2, y2)."""
@@ -112,7 +112,7 @@ def _before(i, j, score, label, boxes):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _writable(order, lo, hi, score, label, score_thr, max_per_image, indptr, out, k):
     """Into ``out`` from position ``k``, in any order, those of one image's boxes ``order[lo:hi]`` that can be
     written: float32 score >= ``score_thr`` and, when their rows (each box with its ancestor copies) outnumber
@@ -161,7 +161,7 @@ def _writable(order, lo, hi, score, label, score_thr, max_per_image, indptr, out
             a = below
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _output_rows(boxes, score, image, label, wanted, n_images, score_thr, max_per_image, indptr, indices):
     """The output rows of fused boxes (K, 4) float64, scores (K,) float64, images (K,) (in ``0 .. n_images - 1``)
     and classes (K,): per image in ``_before`` order, those whose float32 score is >= ``score_thr``, each followed

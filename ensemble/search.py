@@ -11,9 +11,10 @@ Every trial recipe is scored with the official metric (``contracts.metric``) on 
 for it: the predictions go through the runner's own ``partition`` and ``fuse_block`` (fusion, score threshold,
 ancestor copies, cap per image), with the class list the runner would build. What differs is only the plumbing:
 the predictions are read once, into one memory-mapped RECORD file sorted by image; the ground truth is expanded
-once; blocks of images are fused by joblib workers, which write only the rows of verified (image, class) pairs (the
-metric ignores every other row) and match them against their images' ground truth (``match_entries``); the AP of
-the entries, concatenated in image order, is that of the whole output (``evaluate_entries``).
+once; blocks of images are fused by ``--jobs`` threads (the compiled kernels release the GIL, so nothing is copied
+between processes), which write only the rows of verified (image, class) pairs (the metric ignores every other row)
+and match them against their images' ground truth (``match_entries``); the AP of the entries, concatenated in image
+order, is that of the whole output (``evaluate_entries``).
 
 The written recipe is a normal one: paths below ``--prepared`` or ``--work`` start with ``{prepared}`` or
 ``{work}``, and path components equal to ``--split`` read ``{split}``, so that ``make ensemble RECIPE=OUT
@@ -33,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from contracts.classes import read_classes
@@ -81,9 +81,7 @@ def _score_block(fusion: Fusion, records: np.ndarray, bounds: np.ndarray, first:
     hit = (gt_image[known[at]] == image) & (class_of_gt[cls] >= 0) if len(known) else np.zeros(len(image), bool)
     wanted = np.zeros((len(gt_image), len(fusion.mids)), bool)
     wanted[known[at[hit]], class_of_gt[cls[hit]]] = True
-    with warnings.catch_warnings():  # ensemble-boxes' box warnings: python -m ensemble gives them once per recipe
-        warnings.simplefilter("ignore", UserWarning)
-        rows, _ = fuse_block(fusion, records, bounds, first, image_ids, wanted)
+    rows, _ = fuse_block(fusion, records, bounds, first, image_ids, wanted)
     return match_entries(gt_image[rows["image"] - first], gt_class[rows["label"]], rows["score"], rows["box"], gt)
 
 
@@ -91,7 +89,7 @@ class Evaluator:
     """The candidates' validation predictions, read once, and the expanded ground truth: scores recipes.
 
     Use as a context manager: it holds the memory-mapped predictions (in a temporary folder in ``spill_root``) and
-    the joblib workers."""
+    the ``jobs`` threads that score blocks of images."""
 
     def __init__(self, candidates: Sequence[Candidate], gt: GroundTruth, hierarchy: Hierarchy, hierarchy_source: str,
                  spill_root: str | Path, jobs: int = 2, block_images: int = 250):
@@ -102,7 +100,7 @@ class Evaluator:
         except BaseException:
             self._spill.cleanup()
             raise
-        self._parallel = Parallel(n_jobs=jobs)
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search")
 
     def _read(self, hierarchy: Hierarchy, hierarchy_source: str, jobs: int) -> None:
         files = [input_files(c.path) for c in self.candidates]
@@ -144,22 +142,26 @@ class Evaluator:
             self._blocks.append((first, stop, part))
 
     def __enter__(self) -> Evaluator:
-        self._parallel.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._parallel.__exit__(*exc)
+        self._pool.shutdown(cancel_futures=True)
         self._spill.cleanup()
-
-    def _tasks(self, fusion: Fusion, members: Sequence[int]):
-        for first, stop, part in self._blocks:
-            yield delayed(_score_block)(fusion, self.records, self.bounds[list(members), first:stop + 1], first,
-                                        self.images[first:stop], self.gt_image[first:stop], self.gt_class,
-                                        self.class_of_gt, part)
 
     def _entries(self, recipe: Recipe, members: Sequence[int]) -> list[Entries]:
         fusion = make_fusion(recipe, self.mids, [self.covered[m] for m in members], self.expansion)
-        return list(self._parallel(self._tasks(fusion, members)))
+        members = list(members)
+
+        def block(first: int, stop: int, part: GroundTruth) -> Entries:
+            return _score_block(fusion, self.records, self.bounds[members, first:stop + 1], first,
+                                self.images[first:stop], self.gt_image[first:stop], self.gt_class, self.class_of_gt,
+                                part)
+
+        # ensemble-boxes' box warnings (python -m ensemble gives them once per recipe), set aside here: the filters
+        # are global, and a thread's own catch_warnings would restore them under the others
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return list(self._pool.map(block, *zip(*self._blocks)))
 
     def score(self, recipe: Recipe, members: Sequence[int]) -> float:
         """Validation mAP of ``recipe`` (input k is candidate ``members[k]``): the official metric on the rows of

@@ -41,20 +41,20 @@ _MATRIX_GROUP_ROWS = 1024  # Soft-NMS: the largest group decayed through its ful
 _MATRIX_ENTRIES = 1 << 20  # Soft-NMS: decay matrix entries per call (8 MB)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _f32(x, in_float32):
     """``x`` rounded to float32 when emulating float32 arithmetic (one float64 operation on float32 values,
     rounded, is exactly the float32 operation)."""
     return np.float64(np.float32(x)) if in_float32 else x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _area(x1, y1, x2, y2, in_float32):
     """A box's area, computed in float32 for float32 input, as ensemble-boxes does."""
     return _f32(_f32(x2 - x1, in_float32) * _f32(y2 - y1, in_float32), in_float32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clean_box(x1, y1, x2, y2, in_float32):
     """One box clipped to [0, 1], its corners ordered, and whether its area (``_area``) is not 0."""
     x1, y1, x2, y2 = min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0), min(max(x2, 0.0), 1.0), min(max(y2, 0.0), 1.0)
@@ -63,7 +63,7 @@ def _clean_box(x1, y1, x2, y2, in_float32):
     return x1, y1, x2, y2, _area(x1, y1, x2, y2, in_float32) != 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clean(boxes, in_float32):
     """Clip to [0, 1] and order the corners of each box; returns the cleaned boxes and the rows of those whose
     area is not 0."""
@@ -79,7 +79,7 @@ def _clean(boxes, in_float32):
     return out, rows[:n]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _survives(boxes, areas, i, k, iou_thr, in_float32):
     """Whether kept box i leaves box k alive: their IoU is <= ``iou_thr``. The IoU follows the operand types of
     ensemble-boxes' numba kernel: coordinates and areas in the boxes' dtype (float64 holding float32 values when
@@ -90,7 +90,7 @@ def _survives(boxes, areas, i, k, iou_thr, in_float32):
     return inter / (_f32(areas[i] + areas[k], in_float32) - inter) <= iou_thr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _select(boxes, areas, alive, keep, iou_thr, in_float32):
     """Greedy NMS visiting ``alive`` (n,) (positions, by descending score; overwritten) in order: writes the kept
     positions, in selection order, into ``keep`` and returns their number."""
@@ -110,7 +110,7 @@ def _select(boxes, areas, alive, keep, iou_thr, in_float32):
     return n_keep
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _greedy(boxes, areas, scores, alive, keep, iou_thr, in_float32):
     """Greedy NMS without sorting: each step keeps the highest score left, found while the boxes it leaves alive
     are gathered. Returns the number of kept positions written into ``keep``, or -1 as soon as a step finds its
@@ -144,7 +144,7 @@ def _greedy(boxes, areas, scores, alive, keep, iou_thr, in_float32):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _suppress(boxes, areas, scores, alive, keep, iou_thr, in_float32):
     """Greedy NMS of one label's boxes (n, 4), areas (n,) and scores (n,): writes the kept positions, in selection
     order, into ``keep`` (n,) and returns their number; alive (n,): work space. Boxes with equal scores are visited
@@ -157,7 +157,7 @@ def _suppress(boxes, areas, scores, alive, keep, iou_thr, in_float32):
     return _select(boxes, areas, alive, keep, iou_thr, in_float32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hard_nms(boxes, scores, iou_thr, in_float32):
     """Greedy NMS of one label's boxes (``_suppress``): positions kept, in selection order (descending score).
 
@@ -171,7 +171,7 @@ def _hard_nms(boxes, scores, iou_thr, in_float32):
     return keep[:_suppress(boxes, areas, scores, alive, keep, iou_thr, in_float32)]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hard_pass(boxes, scores, rows, starts, iou_thr, in_float32):
     """Hard NMS label by label. boxes: (N, 4), scores: (N,) float64; the rows of label g are
     ``rows[starts[g]:starts[g + 1]]``. Returns the kept rows, in selection order, and their label starts."""
@@ -187,7 +187,7 @@ def _hard_pass(boxes, scores, rows, starts, iou_thr, in_float32):
     return kept[:n_kept], kept_starts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _overlaps(boxes, rows, starts):
     """The intersecting pairs within each label and their IoU, computed as ensemble-boxes' Soft-NMS does (float64).
 
@@ -223,7 +223,7 @@ def _overlaps(boxes, rows, starts):
     return pair_starts, second[:n], iou[:n]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_float32):
     """Soft-NMS label by label, given the decay of each intersecting pair (``_overlaps``' pairs).
 
@@ -284,7 +284,7 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
     return kept_rows[:n_kept], kept_scores[:n_kept]
 
 
-@njit(cache=True, error_model="numpy")  # IEEE division, no zero check: the loops vectorise
+@njit(cache=True, nogil=True, error_model="numpy")  # IEEE division, no zero check: the loops vectorise
 def _decay_matrices(boxes, starts, gaussian, sigma):
     """Per group g of ``starts`` (n boxes), the IoU of every pair as ``_overlaps`` computes it (0 for pairs that do
     not intersect), or with ``gaussian`` the exponent of its decay, ``-(iou * iou) / sigma``: an n x n row-major
@@ -312,7 +312,7 @@ def _decay_matrices(boxes, starts, gaussian, sigma):
     return offsets, out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dense_soft_pass(scores, starts, offsets, decay, linear, soft_iou_thr, thresh, scores_float32):
     """``_soft_pass`` given every pair's decay in per-group matrices (``_decay_matrices``' layout; with ``linear``,
     the matrices hold IoUs, and the decay is ``1 - iou`` where iou > ``soft_iou_thr``, else 1). Each step decays
@@ -353,7 +353,7 @@ def _dense_soft_pass(scores, starts, offsets, decay, linear, soft_iou_thr, thres
     return kept_rows[:n_kept], kept_scores[:n_kept]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gather_images(boxes, scores, labels, bounds, most, take, skip_box_thr, weights, weight_sum, hard, iou_thr,
                    in_float32):
     """Each image's boxes, one image at a time (its boxes stay in cache), grouped by (image, label).

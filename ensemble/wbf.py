@@ -30,12 +30,12 @@ _ZERO_AREA = len(_BOX_WARNINGS)  # the flag bit of a skipped zero-area box
 _KEY_SUM, _KEY_MAX, _WEIGHT_SUM, _CONF_FIELD, _WEIGHT_FIELD, _STATE = 8, 9, 10, 11, 12, 13
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _round(x, to_float32):
     return np.float64(np.float32(x)) if to_float32 else x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _block_sum(a, lo, n, to_float32):
     """numpy's sum of a run of at most 128 values: plain below 8, else 8 running accumulators."""
     if n < 8:
@@ -60,7 +60,7 @@ def _block_sum(a, lo, n, to_float32):
     return res
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pairwise_sum(a, to_float32):
     """Sum of the 1-D float64 array ``a`` in numpy's order for a contiguous 1-D reduction (``np.add.reduce``), so
     that sums agree to the last bit: runs of up to 128 values summed by ``_block_sum``, longer runs split in halves
@@ -91,7 +91,7 @@ def pairwise_sum(a, to_float32):
     return sums[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clip(v):
     """``v`` clipped to [0, 1], and whether it was below 0, above 1 (as ints)."""
     if v < 0:
@@ -101,7 +101,7 @@ def _clip(v):
     return v, 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _clean_box(x1, y1, x2, y2):
     """One box swapped, clipped to [0, 1] and checked for zero area: the cleaned corners and its problem flags
     (bits as in ``_BOX_WARNINGS`` and ``_ZERO_AREA``; 0: a clean box)."""
@@ -126,7 +126,7 @@ def _clean_box(x1, y1, x2, y2):
     return x1, y1, x2, y2, problems
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prefilter(boxes, keep):
     """Clean the boxes with ``keep`` set: swap reversed corners, clip to [0, 1], drop zero-area boxes.
 
@@ -173,7 +173,7 @@ def _warn_box_problems(boxes_list: Sequence, counts: list[int], rows: np.ndarray
             warnings.warn(f"Zero area box skipped: {boxes_list[m][i - starts[m]]}.")
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _label_groups_by_table(labels, lo, span):
     """The label group of each box (N,), groups numbered by first appearance, and the number of groups; for
     labels in ``lo .. lo + span - 1`` (a lookup table)."""
@@ -199,7 +199,7 @@ def _label_groups(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[inverse.ravel()], len(first_seen)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _processing_order(group, n_groups, keys):
     """The order in which boxes are clustered: label groups by first appearance, keys descending in each.
 
@@ -218,7 +218,7 @@ def _processing_order(group, n_groups, keys):
     return order, group_starts, tied
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _walk_group(boxes, keys, box_weights, order, lo, hi, first, state, count, assigned, iou_thr, conf_code):
     """Cluster one label group: boxes ``order[lo:hi]`` (keys descending) into clusters numbered from ``first``.
 
@@ -278,7 +278,7 @@ def _walk_group(boxes, keys, box_weights, order, lo, hi, first, state, count, as
     return n_clusters
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rescale(state, count, present, weights, weights_float32, conf_code, allows_overflow, weight_sum, weight_max,
              conf):
     """The confidence of each cluster (C,) under ``conf_code`` into ``conf`` (NaN where undefined: a
@@ -316,7 +316,7 @@ def _rescale(state, count, present, weights, weights_float32, conf_code, allows_
             conf[c] = state[c, _CONF_FIELD] * size / weight_sum
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, weights_float32, conf_code, iou_thr,
              allows_overflow, weight_sum, weight_max):
     """Cluster and fuse each label group, then rescale the confidences.
@@ -350,7 +350,7 @@ def _cluster(boxes, keys, box_weights, models, order, group_starts, weights, wei
     return state[:n_clusters, :4].copy(), conf, cluster_group[:n_clusters], zero_group
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fuse_images(boxes, scores, skip_box_thr, take, labels, bounds, weights, conf_code, iou_thr, allows_overflow,
                  weight_sum, weight_max):
     """WBF of every (image, label) of many images, one image at a time (its boxes stay in cache).
