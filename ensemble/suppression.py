@@ -28,6 +28,7 @@ Differences from ensemble-boxes 1.0.9:
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ from ._inputs import model_arrays, model_weights
 SOFT_METHODS = {"linear": 1, "gaussian": 2, "hard": 3}
 _GAUSSIAN, _HARD = SOFT_METHODS["gaussian"], SOFT_METHODS["hard"]
 _MATRIX_GROUP_ROWS = 1024  # Soft-NMS: the largest group decayed through its full n x n matrix (float64, 8 MB)
-_MATRIX_ENTRIES = 1 << 20  # Soft-NMS: decay matrix entries per call (8 MB)
+_MATRIX_ENTRIES = 1 << 17  # Soft-NMS: decay matrix entries per call (1 MB: they stay in the L2 cache)
 
 
 @njit(cache=True, nogil=True)
@@ -285,11 +286,13 @@ def _soft_pass(scores, rows, starts, pair_starts, second, decay, thresh, scores_
 
 
 @njit(cache=True, nogil=True, error_model="numpy")  # IEEE division, no zero check: the loops vectorise
-def _decay_matrices(boxes, starts, gaussian, sigma):
+def _decay_matrices(boxes, starts, gaussian, sigma, by_inverse):
     """Per group g of ``starts`` (n boxes), the IoU of every pair as ``_overlaps`` computes it (0 for pairs that do
     not intersect), or with ``gaussian`` the exponent of its decay, ``-(iou * iou) / sigma``: an n x n row-major
     matrix at ``offsets[g]:offsets[g + 1]``. Returns offsets (G + 1,) and the matrices (float64), one after the
-    other."""
+    other. With ``by_inverse`` (sigma a power of two, as the default 0.5), the division is a product by the exact
+    inverse: the same bits, one division less per pair."""
+    inverse = 1.0 / sigma
     offsets = np.zeros(starts.size, np.int64)
     for g in range(starts.size - 1):
         n = starts[g + 1] - starts[g]
@@ -308,48 +311,74 @@ def _decay_matrices(boxes, starts, gaussian, sigma):
                 inter_w = min(px2, x2[q]) - max(px1, x1[q])
                 inter = (inter_h if inter_h > 0.0 else 0.0) * (inter_w if inter_w > 0.0 else 0.0)
                 iou = inter / ((area + areas[q]) - inter)
-                row[q] = -(iou * iou) / sigma if gaussian else iou
+                if gaussian:
+                    row[q] = -(iou * iou) * inverse if by_inverse else -(iou * iou) / sigma
+                else:
+                    row[q] = iou
     return offsets, out
 
 
+@njit(cache=True, nogil=True, fastmath={"nnan", "nsz"})  # finite scores: the max reduction vectorises
+def _decay_row(sc, decay, row, linear, soft_iou_thr, scores_float32):
+    """Multiply the scores ``sc`` of the boxes left (those not -inf) by their decay ``decay[row:row + sc.size]``
+    (with ``linear``, the matrix holds IoUs: see ``_matrix_soft_pass``). Returns the highest score left."""
+    best = -np.inf
+    for j in range(sc.size):
+        d = decay[row + j]
+        if linear:
+            d = 1.0 - d if d > soft_iou_thr else 1.0
+        s = sc[j]
+        v = _f32(d * s, scores_float32)
+        v = s if s == -np.inf else v  # a decay of 0 would make a left-out box NaN
+        sc[j] = v
+        best = max(best, v)
+    return best
+
+
 @njit(cache=True, nogil=True)
-def _dense_soft_pass(scores, starts, offsets, decay, linear, soft_iou_thr, thresh, scores_float32):
+def _first_position(sc, best, position):
+    """The lowest position of the boxes scoring ``best``."""
+    first = sc.size
+    for j in range(sc.size):
+        first = min(first, position[j] if sc[j] == best else sc.size)
+    return first
+
+
+@njit(cache=True, nogil=True)
+def _matrix_soft_pass(scores, starts, offsets, decay, linear, soft_iou_thr, thresh, scores_float32):
     """``_soft_pass`` given every pair's decay in per-group matrices (``_decay_matrices``' layout; with ``linear``,
-    the matrices hold IoUs, and the decay is ``1 - iou`` where iou > ``soft_iou_thr``, else 1). Each step decays
-    the scores after its position and finds the next step's highest one in the same loop. Returns the kept
-    positions and their decayed scores."""
+    the matrices hold IoUs, and the decay is ``1 - iou`` where iou > ``soft_iou_thr``, else 1). The scores stay in
+    box order, so that each step reads its box's matrix row in order: a selected box's score becomes -inf, and the
+    positions of ensemble-boxes' swaps (``position``, per box; ``box_at``, per position) break ties. Returns the
+    kept positions and their decayed scores, in selection order."""
     kept_rows = np.empty(scores.size, np.int64)
     kept_scores = np.empty(scores.size)
     n_kept = 0
+    most = 0
+    for g in range(starts.size - 1):
+        most = max(most, starts[g + 1] - starts[g])
+    group_scores, group_position, group_box_at = np.empty(most), np.empty(most, np.int64), np.empty(most, np.int64)
     for g in range(starts.size - 1):
         lo, n = starts[g], starts[g + 1] - starts[g]
-        sc = scores[lo:lo + n].copy()
-        slot = np.arange(n)
-        top, best = 0, sc[0]
-        for k in range(1, n):
-            if sc[k] > best:
-                top, best = k, sc[k]
+        sc, position, box_at = group_scores[:n], group_position[:n], group_box_at[:n]
+        best = -np.inf
+        for j in range(n):
+            sc[j], position[j], box_at[j] = scores[lo + j], j, j
+            best = max(best, sc[j])
         for i in range(n):
             if best <= thresh and thresh >= 0:
                 break  # as in _soft_pass
-            if top != i:
-                sc[i], sc[top] = sc[top], sc[i]
-                slot[i], slot[top] = slot[top], slot[i]
-            row = offsets[g] + slot[i] * n
-            top, best = i + 1, -np.inf
-            for k in range(i + 1, n):
-                d = decay[row + slot[k]]
-                if linear:
-                    d = 1.0 - d if d > soft_iou_thr else 1.0
-                v = _f32(d * sc[k], scores_float32)
-                sc[k] = v
-                if v > best:
-                    top, best = k, v
-        for i in range(n):
-            if sc[i] > thresh:
-                kept_rows[n_kept] = lo + slot[i]
-                kept_scores[n_kept] = sc[i]
+            top = box_at[_first_position(sc, best, position)]
+            if position[top] != i:  # the box at position i takes the selected box's
+                moved = box_at[i]
+                position[moved], box_at[position[top]] = position[top], moved
+                position[top], box_at[i] = i, top
+            if sc[top] > thresh:
+                kept_rows[n_kept] = lo + top
+                kept_scores[n_kept] = sc[top]  # not best: the max may give -0.0 for 0.0
                 n_kept += 1
+            sc[top] = -np.inf
+            best = _decay_row(sc, decay, offsets[g] + top * n, linear, soft_iou_thr, scores_float32)
     return kept_rows[:n_kept], kept_scores[:n_kept]
 
 
@@ -490,13 +519,13 @@ def _pair_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, 
 
 
 def _matrix_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
-    """The Soft-NMS pass over each group's full decay matrix (``_decay_matrices``, ``_dense_soft_pass``)."""
+    """The Soft-NMS pass over each group's full decay matrix (``_decay_matrices``, ``_matrix_soft_pass``)."""
     gaussian = soft_method == _GAUSSIAN
-    offsets, decay = _decay_matrices(boxes, starts, gaussian, float(sigma))
+    offsets, decay = _decay_matrices(boxes, starts, gaussian, float(sigma), math.frexp(sigma)[0] == 0.5)
     if gaussian:  # ensemble-boxes' np.exp, vectorised as there, so that it gives the same bits
         np.exp(decay, out=decay)
-    return _dense_soft_pass(scores, starts, offsets, decay, soft_method != _GAUSSIAN, float(soft_iou_thr), thresh,
-                            scores_float32)
+    return _matrix_soft_pass(scores, starts, offsets, decay, not gaussian, float(soft_iou_thr), thresh,
+                             scores_float32)
 
 
 def _soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):

@@ -211,6 +211,19 @@ def test_positional_arguments_as_reference():
             assert_identical(run_reference(reference_soft_nms, *data, *args)[0], ref[0])
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.25, 2.0, 0.3, 0.7])
+def test_gaussian_decay_bits_for_any_sigma(sigma, soft_path):
+    """A power-of-two sigma is divided by as a product by its inverse in the decay matrices: the decayed scores keep
+    ensemble-boxes' bits for those sigmas as for the others."""
+    rng = np.random.default_rng(int(sigma * 100))
+    for case in range(12):
+        dtype = np.float32 if case % 2 else np.float64
+        data = random_case(rng, int(rng.integers(1, 5)), int(rng.integers(5, 70)), int(rng.integers(1, 4)),
+                           dtype=dtype)
+        kwargs = dict(method=2, sigma=sigma, thresh=0.001)
+        assert_identical(soft_nms(*data, **kwargs), run_reference_soft(*data, **kwargs))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_zero_weights_match_reference(dtype, soft_path):
     """A zero weight makes that model's scores 0: its boxes still suppress, and are kept by hard NMS."""
