@@ -1,6 +1,7 @@
 """python -m ensemble.search on candidates made from the mini dataset's validation ground truth, where the right
 answer is known: two good candidates with complementary misses, and pure noise that must be left out."""
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from contracts.metric import expand_ground_truth, read_gt_boxes, read_gt_labels
 from ensemble.__main__ import main as ensemble_main
 from ensemble.recipe import load_recipe, parse_recipe
 from ensemble.search import Candidate, Evaluator, main
+from ensemble.wbf import weighted_boxes_fusion
 from submit.score import main as score_main
 
 VAL_BOXES = "challenge-2019-validation-detection-bbox.csv"
@@ -179,3 +181,29 @@ def test_a_trial_scores_the_same_after_other_trials(case, tmp_path):
                    block_images=3) as fresh:
         alone = fresh.score(*last)
     assert in_a_search[-1] == after == alone and len(set(in_a_search)) > 1
+
+
+def test_scoring_threads_set_box_warnings_aside_and_restore_the_filters(case, tmp_path):
+    """Boxes past the image edge make WBF warn, as ensemble-boxes does; the Evaluator's threads score without a
+    warning and leave the warnings filters as they found them."""
+    predictions, prepared = case["work"] / "predictions", case["prepared"]
+    dirty = pq.read_table(predictions / "a" / "validation" / "merged").to_pandas()
+    dirty["XMax"] = (dirty["XMax"] + 0.3).astype(np.float32)  # many boxes now end past x = 1
+    write_predictions(tmp_path / "dirty" / "shard-000-of-001.parquet", dirty)
+    hierarchy = Hierarchy.from_json(prepared / "hierarchy.json")
+    gt = expand_ground_truth(read_gt_boxes(case["data"] / VAL_BOXES), read_gt_labels(case["data"] / VAL_LABELS),
+                             hierarchy, list(read_classes(prepared / "classes.csv").mids))
+    candidates = [Candidate(str(tmp_path / "dirty")), Candidate(str(predictions / "b" / "validation" / "merged"))]
+    raw = {"inputs": [c.path for c in candidates], "method": "wbf", "params": {"iou_thr": 0.55},
+           "hierarchy": str(prepared / "hierarchy.json")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        with Evaluator(candidates, gt, hierarchy, str(prepared / "hierarchy.json"), tmp_path, jobs=2,
+                       block_images=2) as evaluator:
+            value = evaluator.score(parse_recipe(raw, "t", "t"), [0, 1])
+        assert warnings.filters == filters
+    assert not [w for w in caught if issubclass(w.category, UserWarning)] and value > 0
+    with pytest.warns(UserWarning, match="X2 > 1"):  # the same boxes, fused directly
+        weighted_boxes_fusion([dirty[["XMin", "YMin", "XMax", "YMax"]].to_numpy()[:50]],
+                              [dirty["Score"].to_numpy()[:50]], [np.zeros(50)])
