@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from contracts.arrays import grouped_order, positions
+from contracts.arrays import grouped_order, positions, sort_segments
 from contracts.expansion import Relatives
 from contracts.files import DataError
 from contracts.hierarchy import Hierarchy
@@ -165,20 +165,21 @@ def _match_groups(group_start, group_end, gt_lo, gt_hi, group_class, det_yxyx, d
 
 
 @numba.njit(cache=True, nogil=True)
-def _average_precisions(entry_tp, class_start, class_end, num_gt):
-    """VOC 2010 all-point AP per class from TP flags sorted by descending score (``class_start[c]:class_end[c]``);
-    NaN where num_gt is 0, 0 where a class has ground truth but no entries."""
+def _average_precisions(tp, order, start, num_gt):
+    """VOC 2010 all-point AP per class from TP flags ``tp[order[start[c]:start[c + 1]]]`` (class c's, by descending
+    score); NaN where num_gt is 0, 0 where a class has ground truth but no entries."""
     ap = np.full(len(num_gt), np.nan)
     for c in range(len(num_gt)):
         if num_gt[c] == 0:
             continue
-        s, e = class_start[c], class_end[c]
+        s, e = start[c], start[c + 1]
         precision = np.empty(e - s)
         recall = np.empty(e - s)
         tp_sum, fp_sum = 0.0, 0.0
         for k in range(e - s):
-            tp_sum += entry_tp[s + k]
-            fp_sum += 1.0 if entry_tp[s + k] <= 0 else 0.0
+            entry_tp = tp[order[s + k]]
+            tp_sum += entry_tp
+            fp_sum += 1.0 if entry_tp <= 0 else 0.0
             precision[k] = tp_sum / (tp_sum + fp_sum)
             recall[k] = tp_sum / num_gt[c]
         total, best_precision = 0.0, 0.0
@@ -191,22 +192,57 @@ def _average_precisions(entry_tp, class_start, class_end, num_gt):
     return ap
 
 
+@numba.njit(cache=True, nogil=True)
+def _into_class_runs(out_class, out_score, out_tp, fill, negated, tp):
+    """Append entries (class, score, tp) to their class's run: the negated score and the TP flag at ``fill[c]``,
+    which advances."""
+    for i in range(out_class.size):
+        p = fill[out_class[i]]
+        fill[out_class[i]] += 1
+        negated[p], tp[p] = -out_score[i], out_tp[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _verified(image, cls, score, x0, y0, x1, y1, n_classes, verified_keys):
+    """The detections that may enter matching (known image and class, valid box, score above the floor, verified
+    (image, class)), in input order, and the position of each one's key among ``verified_keys``."""
+    index = np.empty(image.size, np.int64)
+    group = np.empty(image.size, np.int64)
+    n = 0
+    for i in range(image.size):
+        if image[i] >= 0 and cls[i] >= 0 and x0[i] < x1[i] and y0[i] < y1[i] and score[i] > SCORE_FLOOR:
+            key = image[i] * n_classes + cls[i]
+            at = np.searchsorted(verified_keys, key)
+            if at < verified_keys.size and verified_keys[at] == key:
+                index[n], group[n] = i, at
+                n += 1
+    return index[:n], group[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_of_each(index, group, order, most):
+    """``index[order]`` and ``group[order]`` (grouped), at most ``most`` of each group."""
+    kept_index = np.empty(order.size, np.int64)
+    kept_group = np.empty(order.size, np.int64)
+    n, rank, previous = 0, 0, -1
+    for p in range(order.size):
+        g = group[order[p]]
+        rank = rank + 1 if g == previous else 0
+        previous = g
+        if rank < most:
+            kept_index[n], kept_group[n] = index[order[p]], g
+            n += 1
+    return kept_index[:n], kept_group[:n]
+
+
 def _select(image: np.ndarray, cls: np.ndarray, score: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
             y1: np.ndarray, gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
     """``_select_detections`` on arrays: image and class numbers (-1: unknown), float64 scores and corners."""
-    n_classes = len(gt.mids)
-    index = np.flatnonzero((image >= 0) & (cls >= 0) & (x0 < x1) & (y0 < y1) & (score > SCORE_FLOOR))
-    key = image[index] * n_classes + cls[index]
-    at = np.minimum(np.searchsorted(gt.verified_keys, key), max(len(gt.verified_keys) - 1, 0))
-    verified = gt.verified_keys[at] == key if len(gt.verified_keys) else np.zeros(len(key), bool)
-    index, key = index[verified], key[verified]
+    index, group = _verified(image, cls, score, x0, y0, x1, y1, len(gt.mids), gt.verified_keys)
     # grouped by (image, class): the position of its key among the sorted verified keys
-    order = grouped_order(at[verified], len(gt.verified_keys), -score[index])
-    index, key = index[order], key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
-    rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
-    keep = rank < MAX_DETECTIONS_PER_CLASS
-    return index[keep], key[keep]
+    order = grouped_order(group, len(gt.verified_keys), -score[index])
+    index, group = _first_of_each(index, group, order, MAX_DETECTIONS_PER_CLASS)
+    return index, gt.verified_keys[group]
 
 
 def _select_detections(predictions: pd.DataFrame, gt: GroundTruth):
@@ -283,19 +319,26 @@ def match_entries(image: np.ndarray, cls: np.ndarray, score: np.ndarray, boxes: 
 
 def evaluate_entries(parts: Sequence[Entries], gt: GroundTruth) -> EvalResult:
     """The metric from the entries of consecutive parts of the images (``match_entries``), in image order."""
-    return _result(gt, sum(p.num_dets for p in parts), *(np.concatenate([getattr(p, name) for p in parts])
-                                                          for name in ("cls", "score", "tp")))
+    return _result(gt, sum(p.num_dets for p in parts), [(p.cls, p.score, p.tp) for p in parts])
 
 
-def _result(gt: GroundTruth, num_dets: np.ndarray, out_class: np.ndarray, out_score: np.ndarray,
-            out_tp: np.ndarray) -> EvalResult:
-    """AP per class and mAP from the matching's entries and the number of detections matched per class."""
+def _result(gt: GroundTruth, num_dets: np.ndarray,
+            entries: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> EvalResult:
+    """AP per class and mAP from the matching's entries (class, score, tp arrays, in parts, in collection order)
+    and the number of detections matched per class. The parts go straight into one run per class (no copy of them
+    all end to end), where each class's sort reads only its own memory."""
     n_classes = len(gt.mids)
-    order = grouped_order(out_class, n_classes, -out_score)
-    entry_tp = out_tp[order]
-    entries_per_class = np.bincount(out_class, minlength=n_classes)
-    class_end = np.cumsum(entries_per_class)
-    ap = _average_precisions(entry_tp, class_end - entries_per_class, class_end, gt.num_gt)
+    entries = [(np.asarray(c, np.int64), np.asarray(s, np.float64), np.asarray(t, np.float64)) for c, s, t in entries]
+    start = np.zeros(n_classes + 1, np.int64)
+    for cls, _, _ in entries:
+        start[1:] += np.bincount(cls, minlength=n_classes)
+    start = np.cumsum(start)
+    negated, tp, fill = np.empty(start[-1]), np.empty(start[-1]), start[:-1].copy()
+    for cls, score, part_tp in entries:
+        _into_class_runs(cls, score, part_tp, fill, negated, tp)
+    order = np.arange(start[-1])
+    sort_segments(order, start, negated, np.empty(0))  # by descending score, ties in collection order
+    ap = _average_precisions(tp, order, start, gt.num_gt)
     per_class = pd.DataFrame({"MID": gt.mids.astype(str), "AP": ap, "num_gt": gt.num_gt,
                               "num_dets": np.asarray(num_dets, np.int64)})
     with_gt = gt.num_gt > 0
@@ -311,7 +354,7 @@ def evaluate_expanded(predictions: pd.DataFrame, gt: GroundTruth, progress: bool
     """The metric for predictions (ImageID, LabelName, Score, XMin, YMin, XMax, YMax) against expanded ground
     truth."""
     _, key, _, _, out_class, out_score, out_tp = _match(predictions, gt, progress)
-    return _result(gt, _class_counts(key, gt), out_class, out_score, out_tp)
+    return _result(gt, _class_counts(key, gt), [(out_class, out_score, out_tp)])
 
 
 @dataclass(frozen=True)
@@ -340,7 +383,7 @@ def match_detections(predictions: pd.DataFrame, gt: GroundTruth, progress: bool 
     found = det_box[(det_outcome == TRUE_POSITIVE) | ((det_outcome == GROUP_OF) & (score > 0))]
     box_found = np.zeros(len(gt.box_key), bool)
     box_found[found] = True
-    return Matching(outcome, box, box_found, _result(gt, _class_counts(key, gt), out_class, out_score, out_tp))
+    return Matching(outcome, box, box_found, _result(gt, _class_counts(key, gt), [(out_class, out_score, out_tp)]))
 
 
 def evaluate(predictions: pd.DataFrame, gt_boxes: pd.DataFrame, gt_labels: pd.DataFrame, hierarchy: Hierarchy,
