@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the recipe's max_per_image; 0: no cap (default: 500)")
     parser.add_argument("--min-gain", type=float, default=0.0005,
                         help="stop when the best step gains less mAP (default: 0.0005)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes reading the predictions, then threads scoring blocks of images (default: 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
