@@ -521,7 +521,8 @@ def _pair_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, 
 def _matrix_soft(boxes, scores, starts, soft_method, soft_iou_thr, sigma, thresh, scores_float32):
     """The Soft-NMS pass over each group's full decay matrix (``_decay_matrices``, ``_matrix_soft_pass``)."""
     gaussian = soft_method == _GAUSSIAN
-    offsets, decay = _decay_matrices(boxes, starts, gaussian, float(sigma), math.frexp(sigma)[0] == 0.5)
+    exact_inverse = math.frexp(sigma)[0] == 0.5 and math.isfinite(1.0 / sigma)  # a power of two, 1 / sigma finite
+    offsets, decay = _decay_matrices(boxes, starts, gaussian, float(sigma), exact_inverse)
     if gaussian:  # ensemble-boxes' np.exp, vectorised as there, so that it gives the same bits
         np.exp(decay, out=decay)
     return _matrix_soft_pass(scores, starts, offsets, decay, not gaussian, float(soft_iou_thr), thresh,
