@@ -69,18 +69,26 @@ class Step:
     gain: float | None
 
 
-def _score_block(fusion: Fusion, records: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str],
-                 gt_image: np.ndarray, gt_class: np.ndarray, class_of_gt: np.ndarray, gt: GroundTruth) -> Entries:
-    """The metric's entries of ``fuse_block``'s output on the block's images, whose ground truth is ``gt``
-    (``GroundTruth.of_images``): ``fuse_block`` writes only the rows of verified (image, class) pairs, numbered
-    then as the ground truth numbers images (``gt_image``, per block image, -1 where it has none) and classes
-    (``gt_class``, per class number; ``class_of_gt``: the inverse, -1 for a class outside the class list)."""
+def _verified_pairs(gt_image: np.ndarray, class_of_gt: np.ndarray, n_classes: int, gt: GroundTruth) -> np.ndarray:
+    """The verified (image, class) pairs of a block whose ground truth is ``gt`` (``GroundTruth.of_images``), as an
+    (I, n_classes) mask: images as the block numbers them (``gt_image``: each one's number in the ground truth, -1
+    where it has none), classes as the class list does (``class_of_gt``: each ground-truth class's number, -1 for
+    a class outside the class list)."""
     known = np.flatnonzero(gt_image >= 0)  # the block's images with ground truth, ascending in both numberings
     image, cls = np.divmod(gt.verified_keys, len(gt.mids))
     at = np.minimum(np.searchsorted(gt_image[known], image), max(len(known) - 1, 0))
     hit = (gt_image[known[at]] == image) & (class_of_gt[cls] >= 0) if len(known) else np.zeros(len(image), bool)
-    wanted = np.zeros((len(gt_image), len(fusion.mids)), bool)
+    wanted = np.zeros((len(gt_image), n_classes), bool)
     wanted[known[at[hit]], class_of_gt[cls[hit]]] = True
+    return wanted
+
+
+def _score_block(fusion: Fusion, records: np.ndarray, bounds: np.ndarray, first: int, image_ids: Sequence[str],
+                 gt_image: np.ndarray, gt_class: np.ndarray, wanted: np.ndarray, gt: GroundTruth) -> Entries:
+    """The metric's entries of ``fuse_block``'s output on the block's images, whose ground truth is ``gt``
+    (``GroundTruth.of_images``): ``fuse_block`` writes only the rows of the verified pairs ``wanted``
+    (``_verified_pairs``), numbered then as the ground truth numbers images (``gt_image``, per block image) and
+    classes (``gt_class``, per class number)."""
     rows, _ = fuse_block(fusion, records, bounds, first, image_ids, wanted)
     return match_entries(gt_image[rows["image"] - first], gt_class[rows["label"]], rows["score"], rows["box"], gt)
 
@@ -130,16 +138,17 @@ class Evaluator:
         self.records = np.memmap(spill / "records.bin", RECORD, mode="c") if start else np.empty(0, RECORD)
         self.gt_image = pd.Index(self.gt.image_ids).get_indexer(self.images)
         self.gt_class = pd.Index(self.gt.mids).get_indexer(self.mids)
-        self.class_of_gt = pd.Index(self.mids).get_indexer(self.gt.mids)
-        # the workers match each block against its part of the ground truth, the same in every trial; matching
-        # reads neither the ImageIDs nor the source rows, which stay here
+        class_of_gt = pd.Index(self.mids).get_indexer(self.gt.mids)
+        # each block is matched against its part of the ground truth and its verified pairs, the same in every
+        # trial; matching reads neither the ImageIDs nor the source rows
         matched = replace(self.gt, image_ids=self.gt.image_ids[:0], box_row=None)
         self._blocks = []
         for first in range(0, len(self.images), self.block_images):
             stop = min(first + self.block_images, len(self.images))
             known = self.gt_image[first:stop][self.gt_image[first:stop] >= 0]
             part = matched.of_images(*((known.min(), known.max() + 1) if len(known) else (0, 0)))
-            self._blocks.append((first, stop, part))
+            wanted = _verified_pairs(self.gt_image[first:stop], class_of_gt, len(self.mids), part)
+            self._blocks.append((first, stop, part, wanted))
 
     def __enter__(self) -> Evaluator:
         return self
@@ -152,10 +161,9 @@ class Evaluator:
         fusion = make_fusion(recipe, self.mids, [self.covered[m] for m in members], self.expansion)
         members = list(members)
 
-        def block(first: int, stop: int, part: GroundTruth) -> Entries:
+        def block(first: int, stop: int, part: GroundTruth, wanted: np.ndarray) -> Entries:
             return _score_block(fusion, self.records, self.bounds[members, first:stop + 1], first,
-                                self.images[first:stop], self.gt_image[first:stop], self.gt_class, self.class_of_gt,
-                                part)
+                                self.images[first:stop], self.gt_image[first:stop], self.gt_class, wanted, part)
 
         # ensemble-boxes' box warnings (python -m ensemble gives them once per recipe), set aside here: the filters
         # are global, and a thread's own catch_warnings would restore them under the others
